@@ -6,7 +6,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 source "$here/env.sh"
 
 apt_packages=(docker.io openvswitch-switch openvswitch-common busybox-static openssh-server openssh-client
-              iptables conntrack iproute2 python3-venv procps iputils-ping util-linux)
+              iptables conntrack iproute2 python3-venv procps iputils-ping util-linux
+              git shellcheck)  # git + shellcheck: scripts/test.sh sanity stage
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
