@@ -86,9 +86,9 @@ print_summary() {
   for s in "${selected[@]}"; do
     r=${result[$s]:-NOT RUN}
     case $r in FAIL*|INTERRUPTED) overall=FAIL ;; esac
-    printf '  %-12s %-8s %6ss  %s\n' "$s" "$r" "${seconds[$s]:--}" "${note[$s]:-}"
+    printf '  %-12s %-8s %7s  %s\n' "$s" "$r" "${seconds[$s]:+${seconds[$s]}s}" "${note[$s]:-}"
   done
-  printf '  %-12s %-8s %6ss\n' total "$overall" "$((SECONDS - run_start))"
+  printf '  %-12s %-8s %7s\n' total "$overall" "$((SECONDS - run_start))s"
   echo "  logs: $logdir"
   echo "=================================================================================="
 }
@@ -229,8 +229,11 @@ stage_molecule() {
   fi
   # Molecule 26 in collection mode: run from the collection root (galaxy.yml), scenarios come from
   # extensions/molecule/<scenario>/molecule.yml.
-  molecule test --all 2>&1 | tee "$logdir/molecule.log"
-  return "${PIPESTATUS[0]}"
+  local rc
+  NO_COLOR=1 molecule test --all 2>&1 | tee "$logdir/molecule.log"
+  rc=${PIPESTATUS[0]}
+  note[molecule]=$(grep -oE 'Molecule executed .*' "$logdir/molecule.log" | tail -n 1)
+  return "$rc"
 }
 
 # ---- main --------------------------------------------------------------------------------------
