@@ -457,6 +457,10 @@ class Lab:
         self._write_state()
 
     def _write_keys_and_files(self) -> None:
+        # Unix socket paths are limited to 107 bytes; ssh adds a 17-byte temporary suffix to
+        # "<control_dir>/<address>" while it creates a master.
+        _check(len(str(self.control_dir)) + 1 + 15 + 17 <= 107,
+               f'state_dir {self.state_dir}: too long for ssh control sockets; pass a shorter --state-dir')
         self.control_dir.mkdir(mode=0o700)
         run([_tool('ssh-keygen'), '-q', '-t', 'ed25519', '-N', '', '-C', f'netplumb-lab-{self.name}',
              '-f', str(self.key_path)])
@@ -638,7 +642,7 @@ class Lab:
             lines += [f'Host {host.name} {host.address}', f'  HostName {host.address}', '  User root',
                       f'  IdentityFile {self.key_path}']
             lines += ['  ' + ' '.join(opt.split('=', 1)) for opt in self.ssh_options()]
-            lines += [f'  ControlPath {self.control_dir}/%C', '  ControlMaster auto', '  ControlPersist 60s', '']
+            lines += [f'  ControlPath {self.control_dir}/%h', '  ControlMaster auto', '  ControlPersist 60s', '']
         self.ssh_config_path.write_text('\n'.join(lines))
 
     def _write_inventory(self) -> None:

@@ -68,6 +68,18 @@ def live_pids_in(inodes: set) -> list:
     return [p for p in labmod._pids_in_netns(inodes) if labmod._proc_start(p) is not None]
 
 
+def pids_mentioning(text: str) -> list:
+    found = []
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            cmdline = Path(f'/proc/{entry}/cmdline').read_bytes().replace(b'\0', b' ').decode(errors='replace')
+        except OSError:
+            continue
+        if text in cmdline and int(entry) != os.getpid() and labmod._proc_start(int(entry)) is not None:
+            found.append(int(entry))
+    return found
+
+
 def root_ovs_bridges() -> set | None:
     proc = subprocess.run(['ovs-vsctl', '--timeout=3', 'list-br'], capture_output=True, text=True, check=False)
     return set(proc.stdout.split()) if proc.returncode == 0 else None
@@ -219,12 +231,14 @@ def test_ssh_config_for_people(lab):
 def test_down_leaves_nothing(lab):
     inodes = set(lab._read_state()['namespaces'].values())
     pids = [r['pid'] for r in lab._read_state()['pids'].values()]
+    masters = pids_mentioning(str(lab.control_dir))  # ssh ControlPersist masters ("ssh: <path> [mux]")
+    assert masters, 'the Ansible tests above should have left ControlPersist masters'
     t0 = time.monotonic()
     lab.down()
     assert time.monotonic() - t0 < 10
     assert not netns_names() & {lab.switch_ns, lab.client_ns, *(h.netns for h in lab.hosts)}
     assert not live_pids_in(inodes)
-    assert all(labmod._proc_start(p) is None for p in pids)
+    assert all(labmod._proc_start(p) is None for p in pids + masters)
     assert not lab.state_dir.exists() and not Path(f'{lab.state_dir}.lock').exists()
     # No lab interface ever lived in the root namespace, nor does one now (others' tests may add theirs).
     ours = {lab.config.uplink, 'lan', labmod.BRIDGE, *(f'h{h.index}' for h in lab.hosts)}
@@ -314,3 +328,17 @@ def test_config_defaults_follow_s3():
     cfg = LabConfig(hosts=3).resolved()
     assert cfg.addresses == ['10.10.101.105', '10.10.101.106', '10.10.101.107']
     assert (cfg.gateway, cfg.client, cfg.names) == ('10.10.101.254', '10.10.101.200', ['host1', 'host2', 'host3'])
+
+
+def test_example_configs_and_yaml(tmp_path):
+    s1 = LabConfig.from_file(str(REPO / 'lab' / 'examples' / 's1.json')).resolved()
+    assert (s1.names, s1.addresses, s1.gateway, s1.uplink) == (['hostA'], ['192.168.1.102'], '192.168.1.1', 'enp0s3')
+    s3 = LabConfig.from_file(str(REPO / 'lab' / 'examples' / 's3.json')).resolved()
+    assert (s3.names, s3.addresses, s3.gateway) == (['hostA', 'hostB'], ['10.10.101.105', '10.10.101.106'], '10.10.101.254')
+    pytest.importorskip('yaml')
+    conf = tmp_path / 'lab.yml'
+    conf.write_text('name: y\nhosts: 3\nuplink: enp0s3\n')
+    assert LabConfig.from_file(str(conf)).resolved().names == ['host1', 'host2', 'host3']
+    conf.write_text('hosts: 3\nbogus: 1\n')
+    with pytest.raises(LabError, match='bogus'):
+        LabConfig.from_file(str(conf))
