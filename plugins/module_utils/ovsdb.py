@@ -228,6 +228,20 @@ def cmd_set_port_columns(port, tag=None, trunks=None, vlan_mode=None, external_i
     return cmds
 
 
+def cmd_set_map_keys(table, record, column, mapping):
+    """Set or remove keys of a map column (e.g. external_ids); a None value removes the key.
+
+    Keys are quoted as well as values, so keys such as ``k8s.ovn.org/x`` or ``a:b`` stay one key.
+    """
+    cmds = []
+    for key, value in sorted((mapping or {}).items()):
+        if value is None:
+            cmds.append(['remove', table, record, column, quote(key)])
+        else:
+            cmds.append(['set', table, record, '%s:%s=%s' % (column, quote(key), quote(value))])
+    return cmds
+
+
 def cmd_set_interface_external_ids(iface, external_ids):
     return [['set', 'Interface', iface, 'external_ids:%s=%s' % (k, quote(v))] for k, v in sorted(external_ids.items())]
 
