@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """A multi-host lab on one machine for netplumb.pipework (stdlib only).
 
 Each lab "host" is a network namespace plus private mount and UTS namespaces, with its own hostname,
@@ -126,7 +125,7 @@ def _check(ok, message: str) -> None:
 
 def _addr_in(addr: str, net: ipaddress.IPv4Network, option: str) -> str:
     try:
-        ip = ipaddress.IPv4Address(str(addr).split('/')[0])
+        ip = ipaddress.IPv4Address(str(addr).split('/', maxsplit=1)[0])
     except ValueError as exc:
         raise LabError(f'{option} {addr!r}: {exc}') from None
     _check(ip in net and ip not in (net.network_address, net.broadcast_address),
@@ -242,7 +241,7 @@ def _reap_children() -> None:
     # Keepers started by this process are its children: collect them so they do not stay zombies.
     while True:
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            pid = os.waitpid(-1, os.WNOHANG)[0]
         except ChildProcessError:
             return
         if pid == 0:
@@ -468,7 +467,7 @@ class Lab:
         known = []
         for host in self.hosts:
             hdir = self._host_dir(host)
-            for sub, _ in HOST_DIR_BINDS:
+            for sub, _target in HOST_DIR_BINDS:
                 (hdir / sub).mkdir(parents=True)
             run([_tool('ssh-keygen'), '-q', '-t', 'ed25519', '-N', '', '-C', host.name,
                  '-f', str(hdir / 'ssh_host_ed25519_key')])
@@ -722,8 +721,7 @@ class Lab:
                 pids.append(int(pidfile.read_text().strip()))
             except (OSError, ValueError):
                 continue
-        # A pidfile PID could have been reused after a reboot: only take it if it is in a lab netns,
-        # which _pids_in_netns covers anyway; keep the ones whose process runs an OVS daemon.
+        # A stale pidfile's PID may belong to another process by now: only OVS daemons qualify.
         return [p for p in pids if _comm(p).startswith(('ovsdb-server', 'ovs-vswitchd'))]
 
     # ---- status and exec
@@ -795,24 +793,27 @@ def relay(host: str, port: int) -> int:
     sock.settimeout(None)
 
     def upstream():
-        while True:
-            data = os.read(0, 65536)
-            if not data:
-                try:
+        try:
+            while True:
+                data = os.read(0, 65536)
+                if not data:
                     sock.shutdown(socket.SHUT_WR)  # pass ssh's EOF on, keep reading the answer
-                except OSError:
-                    pass
-                return
-            sock.sendall(data)
+                    return
+                sock.sendall(data)
+        except OSError:
+            return  # the connection went away: the main loop sees it too
 
     threading.Thread(target=upstream, daemon=True).start()
-    while True:
-        data = sock.recv(65536)
-        if not data:
-            return 0
-        view = memoryview(data)
-        while view:
-            view = view[os.write(1, view):]
+    try:
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                return 0
+            view = memoryview(data)
+            while view:
+                view = view[os.write(1, view):]
+    except OSError:
+        return 0  # ssh closed its end (or the host reset the connection): nothing left to relay
 
 
 # --------------------------------------------------------------------------- CLI
