@@ -312,6 +312,7 @@ class Runner:
             index = self._link_index(ipr, a.ifname)
             if index is None:
                 raise PipeworkError('%s: %s vanished from %s %r' % (a.label, a.ifname, a.target_kind, a.target))
+            op = None
             for op in p.ns_ops:
                 kind = op[0]
                 if kind == 'mtu':
@@ -324,6 +325,9 @@ class Runner:
                     addr = op[1]
                     kwargs = {}
                     if addr.version == 6:
+                        # Docker turns IPv6 off in containers without an IPv6 network; this interface is
+                        # ours, so turn it on for this interface only when an IPv6 address is asked for.
+                        self._enable_ipv6(a, a.ifname)
                         kwargs['flags'] = 0x02  # IFA_F_NODAD: usable at once, as Docker does
                     ipr.addr('add', index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen, **kwargs)
                 elif kind == 'del_addr':
@@ -343,7 +347,22 @@ class Runner:
                     ipr.route('add', dst='default' if gw.version == 4 else '::/0', family=family,
                               gateway=str(gw), oif=index)
         except NetlinkError as exc:
-            raise PipeworkError('%s (%s %r, %s): %s' % (a.label, a.target_kind, a.target, a.ifname, exc))
+            raise PipeworkError('%s (%s %r, %s): %s failed: %s' % (a.label, a.target_kind, a.target, a.ifname,
+                                                                  _op_text(op), exc))
+
+    def _enable_ipv6(self, a, ifname):
+        path = '/proc/sys/net/ipv6/conf/%s/disable_ipv6' % ifname
+        # /proc/sys/net shows the namespace of the thread that opens it.
+        with netns.entered(a.namespace.namespace):
+            try:
+                with open(path) as f:
+                    disabled = f.read().strip() == '1'
+                if disabled:
+                    with open(path, 'w') as f:
+                        f.write('0')
+            except (IOError, OSError) as exc:
+                raise PipeworkError('%s: cannot enable IPv6 on %s in %s %r: %s'
+                                    % (a.opt('address'), ifname, a.target_kind, a.target, exc))
 
     def _del_route(self, ipr, r):
         kwargs = {'family': r['family'], 'table': r['table'], 'oif': r['oif']}
@@ -394,6 +413,10 @@ class Runner:
                     item['replaced_default_routes'] = [route_text(r, ns) for r in p.replaced_default_routes]
             results.append(item)
         return results
+
+
+def _op_text(op):
+    return ' '.join(str(x) for x in op if not isinstance(x, dict)) if op else 'configuration'
 
 
 def _link_brief(msg):

@@ -185,6 +185,7 @@ def plan_present(want, bridge, host, ovs, ns):
         _plan_update(p, want, bridge, host, host_link, ns, ns_link, ovs_port, current_bridge)
     else:
         if host_link is not None:
+            _check_host_link_is_ours(want, host_link, ovs)
             p.delete_host_link = want.host_ifname
             p.action = RECREATED
             p.changes.append('recreate %s: its peer is not %s in the %s' % (want.host_ifname, want.ifname, want.target_kind))
@@ -197,6 +198,18 @@ def plan_present(want, bridge, host, ovs, ns):
         _plan_ns_config(p, want, ns, None)
     p.after = _after(p, want, bridge)
     return p
+
+
+def _check_host_link_is_ours(want, host_link, ovs):
+    """Never delete a host interface this collection did not make (an explicit host_ifname could name eth0)."""
+    if host_link['kind'] != 'veth':
+        raise PipeworkError('%s: %r exists on the host and is not a veth (it is a %s interface); choose another name'
+                            % (want.opt('host_ifname'), want.host_ifname, host_link['kind'] or 'plain'))
+    ids = (ovs.interfaces.get(want.host_ifname) or {}).get('external_ids') or {}
+    derived = not want.params.get('host_ifname')
+    if not derived and ids.get(ovsdb.EXT_OWNER) != ovsdb.OWNER and host_link['peer']:
+        raise PipeworkError('%s: veth %r exists on the host, is paired elsewhere and was not made by this collection'
+                            % (want.opt('host_ifname'), want.host_ifname))
 
 
 def _after(p, want, bridge):

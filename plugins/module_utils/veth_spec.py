@@ -123,6 +123,8 @@ class Attachment:
                 via = v.parse_ip(self._opt('routes.via'), r['via']) if r.get('via') else None
                 if via is not None and via.version != dest.version:
                     raise PipeworkError('%s: via %s is not of the family of %s' % (self._opt('routes'), via, dest))
+                if via is not None and self.addresses is not None:
+                    v.gateway_reachable(self._opt('routes.via'), via, self.addresses)
                 self.routes.append((dest, via))
         self.mac = v.check_mac(self._opt('mac'), params['mac']) if params.get('mac') else None
         self.mtu = v.check_mtu(self._opt('mtu'), params['mtu']) if params.get('mtu') is not None else None
