@@ -40,18 +40,22 @@ description:
     C(external_ids:netplumb_owner=netplumb.pipework)."
   - Runs under a host-level lock, so concurrent runs of the collection's modules against one host take turns.
 author:
-  - netplumb.pipework developers
+  - netplumb.pipework developers (!UNKNOWN)
 requirements:
   - Open vSwitch (C(ovs-vsctl)) on the target host
   - pyroute2 0.7 or later on the target host (to read the host's addresses for the lockout guard)
 attributes:
   check_mode:
+    description: Can run in check mode and return the changed status it predicts without changing the target.
     support: full
     details: Reads the database and the host's addresses, plans, and changes nothing.
   diff_mode:
+    description: Returns details on what has changed (or would change, in check mode) in diff mode.
     support: full
     details: Before and after of each port's bridge, tag, trunks, vlan_mode and external_ids.
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 options:
   port:

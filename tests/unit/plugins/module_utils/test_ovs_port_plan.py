@@ -170,7 +170,7 @@ def test_a_missing_port_passes_nothing():
 # ---- planning ---------------------------------------------------------------------------------
 
 def test_set_tag_on_existing_port():
-    (p,), brs, _ = plan(lab(), port='vnet0', tag=300)
+    (p,), brs, _ovs = plan(lab(), port='vnet0', tag=300)
     assert p.action == 'updated' and p.changes == ['set tag of vnet0 to 300']
     assert p.commands == [['set', 'Port', 'vnet0', 'tag=300']]
     assert p.undo == [['set', 'Port', 'vnet0', 'tag=200']]
@@ -179,14 +179,14 @@ def test_set_tag_on_existing_port():
 
 
 def test_matching_port_is_no_change():
-    (p,), _, _ = plan(lab(), port='np1c2d3e4f5a6', bridge='ovs0', tag=100, external_ids={'x': None})
+    (p,), _brs, _ovs = plan(lab(), port='np1c2d3e4f5a6', bridge='ovs0', tag=100, external_ids={'x': None})
     assert p.action == 'none' and p.commands == [] and p.changes == []
     assert p.after == p.before
 
 
 def test_unset_options_are_left_alone():
     bridges = lab(extra_ports={'t1': {'vlan_mode': 'trunk', 'trunks': [10, 20], 'external_ids': {'a': '1', 'b': '2'}}})
-    (p,), _, _ = plan(bridges, port='t1', external_ids={'a': '9'})
+    (p,), _brs, _ovs = plan(bridges, port='t1', external_ids={'a': '9'})
     assert p.commands == [['set', 'Port', 't1', 'external_ids:"a"="9"']]
     assert p.after == {'bridge': 'ovs0', 'tag': None, 'trunks': [10, 20], 'vlan_mode': 'trunk',
                        'external_ids': {'a': '9', 'b': '2'}}
@@ -196,7 +196,7 @@ def test_unset_options_are_left_alone():
 def test_clearing_values():
     bridges = lab(extra_ports={'t1': {'tag': 5, 'vlan_mode': 'native-untagged', 'trunks': [10, 20],
                                       'external_ids': {'a': '1'}}})
-    (p,), _, _ = plan(bridges, port='t1', tag=0, trunks=[], external_ids={'a': None, 'never': None})
+    (p,), _brs, _ovs = plan(bridges, port='t1', tag=0, trunks=[], external_ids={'a': None, 'never': None})
     assert p.commands == [['clear', 'Port', 't1', 'tag'], ['clear', 'Port', 't1', 'trunks'],
                           ['remove', 'Port', 't1', 'external_ids', '"a"']]
     assert p.undo == [['set', 'Port', 't1', 'tag=5'], ['set', 'Port', 't1', 'trunks=10,20'],
@@ -206,13 +206,13 @@ def test_clearing_values():
 
 
 def test_vlan_mode_change_and_undo_of_an_empty_mode():
-    (p,), _, _ = plan(lab(), port='vnet0', vlan_mode='native-untagged', trunks=[300, 400])
+    (p,), _brs, _ovs = plan(lab(), port='vnet0', vlan_mode='native-untagged', trunks=[300, 400])
     assert p.commands == [['set', 'Port', 'vnet0', 'trunks=300,400'], ['set', 'Port', 'vnet0', 'vlan_mode=native-untagged']]
     assert p.undo == [['clear', 'Port', 'vnet0', 'trunks'], ['clear', 'Port', 'vnet0', 'vlan_mode']]
 
 
 def test_new_port_gets_its_vlan_in_the_same_transaction():
-    (p,), brs, _ = plan(lab(), bridge='ovs0', port='eth2', tag=100, external_ids={'role': 'x', 'no': None})
+    (p,), brs, _ovs = plan(lab(), bridge='ovs0', port='eth2', tag=100, external_ids={'role': 'x', 'no': None})
     assert p.action == 'created' and p.check == ['eth2']
     assert p.commands == [
         ['add-port', 'ovs0', 'eth2'],
@@ -253,7 +253,7 @@ def test_interface_already_in_a_bond():
     ('lab-sw', 'netdev', 'netdev'),  # any name when datapath_type is given
 ])
 def test_missing_bridge_is_created_only_by_rule(name, dp, expect):
-    (p,), brs, _ = plan(lab(), bridge=name, port='eth2', datapath_type=dp)
+    (p,), brs, _ovs = plan(lab(), bridge=name, port='eth2', datapath_type=dp)
     b = brs[name]
     assert b.create and b.datapath_type == expect
     commands, check, undo = transaction([p], brs)
@@ -287,7 +287,7 @@ def test_datapath_type_mismatch():
 
 
 def test_the_bridge_local_port_of_a_new_bridge_is_not_added_twice():
-    (p,), brs, _ = plan({}, bridge='ovs5', port='ovs5', tag=7)
+    (p,), brs, _ovs = plan({}, bridge='ovs5', port='ovs5', tag=7)
     assert brs['ovs5'].create
     assert p.commands == [['set', 'Port', 'ovs5', 'tag=7'],
                           ['set', 'Port', 'ovs5', 'external_ids:"netplumb_owner"="netplumb.pipework"']]
@@ -295,18 +295,18 @@ def test_the_bridge_local_port_of_a_new_bridge_is_not_added_twice():
 
 
 def test_absent():
-    (p,), _, _ = plan(lab(), port='vnet0', state='absent')
+    (p,), _brs, _ovs = plan(lab(), port='vnet0', state='absent')
     assert p.action == 'removed' and p.commands == [['del-port', 'ovs0', 'vnet0']] and p.after is None
     assert p.undo[0] == ['--may-exist', 'add-port', 'ovs0', 'vnet0']
     assert ['set', 'Port', 'vnet0', 'tag=200'] in p.undo
-    (p,), _, _ = plan(lab(), port='gone0', state='absent')
+    (p,), _brs, _ovs = plan(lab(), port='gone0', state='absent')
     assert p.action == 'none' and p.commands == []
 
 
 def test_absent_undo_restores_type_and_bond_members():
     bridges = lab(extra_ports={'bond0': {'trunks': [5], 'interfaces': {'eth2': {}, 'eth3': {}}},
                                'int1': {'interfaces': {'int1': {'type': 'internal', 'external_ids': {'k': 'v'}}}}})
-    plans, _, _ = plan(bridges, ports=[{'port': 'bond0', 'state': 'absent'}, {'port': 'int1', 'state': 'absent'}])
+    plans, _brs, _ovs = plan(bridges, ports=[{'port': 'bond0', 'state': 'absent'}, {'port': 'int1', 'state': 'absent'}])
     assert plans[0].undo[0] == ['--may-exist', 'add-bond', 'ovs0', 'bond0', 'eth2', 'eth3']
     assert ['set', 'Port', 'bond0', 'trunks=5'] in plans[0].undo
     assert plans[1].undo[:3] == [['--may-exist', 'add-port', 'ovs0', 'int1'], ['set', 'Interface', 'int1', 'type=internal'],
@@ -323,7 +323,7 @@ def test_absent_refusals():
 
 
 def test_batch_is_one_transaction_in_item_order_and_undo_in_reverse():
-    plans, brs, _ = plan(lab(), bridge='ovs0', ports=[
+    plans, brs, _ovs = plan(lab(), bridge='ovs0', ports=[
         {'port': 'vnet0', 'tag': 201}, {'port': 'eth2', 'tag': 5}, {'port': 'np1c2d3e4f5a6', 'state': 'absent'}])
     commands, check, undo = transaction(plans, brs)
     assert commands == plans[0].commands + plans[1].commands + plans[2].commands
@@ -334,7 +334,7 @@ def test_batch_is_one_transaction_in_item_order_and_undo_in_reverse():
 # ---- the lockout rule -------------------------------------------------------------------------
 
 def lockout(bridges, links, **kw):
-    plans, _, ovs = plan(bridges, links, **kw)
+    plans, _brs, ovs = plan(bridges, links, **kw)
     return check_lockout(plans, ovs, host(links))
 
 
@@ -458,8 +458,8 @@ def runner(run, check_mode=False, links=None, monkeypatch=None, **kw):
 
 def test_runner_check_mode_reads_once_and_writes_nothing(monkeypatch):
     run = FakeRun(lab())
-    result = runner(run, True, monkeypatch=monkeypatch, bridge='ovs0', ports=[{'port': 'vnet0', 'tag': 5},
-                                                                            {'port': 'eth2', 'tag': 6}]).run()
+    items = [{'port': 'vnet0', 'tag': 5}, {'port': 'eth2', 'tag': 6}]
+    result = runner(run, True, monkeypatch=monkeypatch, bridge='ovs0', ports=items).run()
     assert result['changed'] and run.reads == 1 and run.writes == []
     assert [p['action'] for p in result['ports']] == ['updated', 'created']
     assert result['commands'][0] == ['set', 'Port', 'vnet0', 'tag=5']
@@ -470,8 +470,8 @@ def test_runner_check_mode_reads_once_and_writes_nothing(monkeypatch):
 def test_runner_applies_one_transaction_then_reads_back(monkeypatch):
     after = lab(extra_ports={'eth2': {'tag': 6}})
     run = FakeRun(lab(), after_write=after)
-    result = runner(run, monkeypatch=monkeypatch, bridge='ovs0', ports=[{'port': 'vnet0', 'tag': 5},
-                                                                      {'port': 'eth2', 'tag': 6}]).run()
+    items = [{'port': 'vnet0', 'tag': 5}, {'port': 'eth2', 'tag': 6}]
+    result = runner(run, monkeypatch=monkeypatch, bridge='ovs0', ports=items).run()
     assert len(run.writes) == 1 and run.reads == 2
     assert run.writes[0] == result['commands']
     assert result['ports'][1] == {'name': 'eth2', 'bridge': 'ovs0', 'state': 'present', 'tag': 6, 'trunks': [],
