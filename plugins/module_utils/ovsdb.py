@@ -58,10 +58,9 @@ def parse_table(text):
     try:
         doc = json.loads(text)
         headings = doc['headings']
-        rows = doc['data']
+        return [dict(zip(headings, (decode(v) for v in row))) for row in doc['data']]
     except (ValueError, KeyError, TypeError) as exc:
         raise PipeworkError('ovs-vsctl returned output that is not a JSON table: %s (%r)' % (exc, text[:200]))
-    return [dict(zip(headings, (decode(v) for v in row))) for row in rows]
 
 
 def quote(value):
