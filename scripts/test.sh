@@ -9,7 +9,7 @@
 # Stages (each timed; the run stops at the first failure and always prints a summary):
 #   setup        scripts/setup.sh: apt packages, venv, dockerd + OVS, test image (idempotent, fast)
 #   unit         pytest tests/unit
-#   integration  pytest tests/integration (root, dockerd, OVS)
+#   integration  pytest tests/integration tests/lab (root, dockerd, OVS)
 #   sanity       ansible-test sanity --venv --python 3.11, on a copy of the checkout placed at
 #                .build/sanity/ansible_collections/netplumb/pipework, with an offline get-pip stand-in
 #   lint         ansible-lint (production profile, .ansible-lint), antsibull-changelog lint
@@ -105,16 +105,22 @@ has_test_files() {
   [ -n "$(find "$1" -type f \( -name 'test_*.py' -o -name '*_test.py' \) -print -quit 2>/dev/null)" ]
 }
 
-# run_pytest STAGE DIR: pytest's own summary stays on the console; its last line goes in the summary.
+# run_pytest STAGE DIR...: pytest's own summary stays on the console; its last line goes in the summary.
+# Directories without test files are left out; none at all makes the stage SKIP.
 run_pytest() {
-  local stage=$1 dir=$2 log rc last
+  local stage=$1 log rc last d
+  shift
+  local dirs=()
+  for d in "$@"; do
+    if [ -d "$d" ] && has_test_files "$d"; then dirs+=("$d"); fi
+  done
   log=$logdir/$stage.log
-  if [ ! -d "$dir" ] || ! has_test_files "$dir"; then
-    echo "test.sh: no test files under $dir"
-    note[$stage]="no test files under $dir"
+  if [ ${#dirs[@]} = 0 ]; then
+    echo "test.sh: no test files under $*"
+    note[$stage]="no test files under $*"
     return 77
   fi
-  python -m pytest "$dir" "${pytest_args[@]}" 2>&1 | tee "$log"
+  python -m pytest "${dirs[@]}" "${pytest_args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   last=$(grep -E '^=+ .* in [0-9.]+s' "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')
   note[$stage]=$last
@@ -123,7 +129,7 @@ run_pytest() {
       note[$stage]="no tests selected by: ${pytest_args[*]}"
       return 0
     fi
-    note[$stage]="test files exist under $dir but pytest collected none (exit 5)"
+    note[$stage]="test files exist under ${dirs[*]} but pytest collected none (exit 5)"
     return 1
   fi
   return "$rc"
@@ -144,7 +150,8 @@ stage_integration() {
     return 1
   fi
   bash "$NP_REPO/scripts/services.sh" start || { note[integration]="dockerd/OVS not up"; return 1; }
-  run_pytest integration tests/integration
+  # tests/lab: real tests of the lab tool (namespaces, sshd, OVS), same needs as integration tests
+  run_pytest integration tests/integration tests/lab
 }
 
 # Copy what git would ship (tracked + untracked-not-ignored files that exist) to DEST.
