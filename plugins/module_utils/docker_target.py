@@ -15,7 +15,12 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the target host
     HAS_DOCKER = False
     DOCKER_IMPORT_ERROR = exc
-    DockerException = NotFound = Exception
+
+    class DockerException(Exception):
+        pass
+
+    class NotFound(DockerException):
+        pass
 
 
 class ContainerInfo:

@@ -48,11 +48,11 @@ def run_module(module, args, check=False, diff=False, netns=None):
         argv.append('--diff')
     if netns:
         argv = ['ip', 'netns', 'exec', netns] + argv
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, check=False)
     line = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ''
     if '=>' not in line:
         raise AssertionError('no module result:\nstdout=%s\nstderr=%s' % (proc.stdout, proc.stderr))
-    status, _, payload = line.partition('=>')
+    status, dummy, payload = line.partition('=>')
     result = json.loads(payload)
     # Ansible prints --diff output before the one-line result and strips it from the JSON.
     result['_stdout'] = proc.stdout
@@ -71,14 +71,14 @@ def run_playbook(playbook, extra_vars=None, check=False, inventory='localhost,',
     if netns:
         argv = ['ip', 'netns', 'exec', netns] + argv
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO)
+        proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, check=False)
     finally:
         os.unlink(path)
     recap = {}
     for line in proc.stdout.splitlines():
         if ' : ok=' in line:
             for field in line.split(':', 1)[1].split():
-                key, _, value = field.partition('=')
+                key, dummy, value = field.partition('=')
                 recap[key] = int(value)
     return proc.returncode, proc.stdout + proc.stderr, recap
 
@@ -136,7 +136,7 @@ def can_tcp(src, dst, dst_ip, port=None):
     server = subprocess.Popen(['docker', 'exec', dst, 'sh', '-c', 'echo %s | timeout 6 nc -l -p %d' % (token, port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        for _ in range(30):
+        for attempt in range(30):  # pylint: disable=unused-variable
             if docker_exec(dst, 'sh', '-c', 'netstat -ltn | grep -q ":%d "' % port).returncode == 0:
                 break
             subprocess.run(['sleep', '0.1'], check=True)
@@ -181,7 +181,7 @@ def run_task(module, args, check=False, diff=False, netns=None):
         argv.append('--diff')
     if netns:
         argv = ['ip', 'netns', 'exec', netns] + argv
-    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, check=False)
     try:
         with open(out_path) as f:
             result = json.load(f)

@@ -218,5 +218,5 @@ def test_purge_keeps_the_current_container_and_other_ifnames():
     mine = {ovsdb.EXT_TARGET: 'test1', ovsdb.EXT_CONTAINER_IFACE: 'eth1', ovsdb.EXT_CONTAINER_ID: a.container.id}
     other = {ovsdb.EXT_TARGET: 'test1', ovsdb.EXT_CONTAINER_IFACE: 'eth2', ovsdb.EXT_CONTAINER_ID: 'old'}
     ovs = ovs_state(['ovs0'], [('ovs0', 'npmine', 5, mine), ('ovs0', 'npother', 5, other)])
-    cmds, _, _ = plan_purge(a, NamespaceState([], [], []), ovs, keep_container_id=a.container.id)
+    cmds, dummy_links, dummy_notes = plan_purge(a, NamespaceState([], [], []), ovs, keep_container_id=a.container.id)
     assert cmds == []
