@@ -311,7 +311,7 @@ def rule_warnings(ipr, uplink, bridge):
         except Exception:  # pylint: disable=broad-except
             continue  # an old pyroute2 without rule dumps: nothing to warn about, nothing broken
         for rule in rules:
-            iif, oif = _attr(rule, 'FRA_IFNAME'), _attr(rule, 'FRA_OIFNAME')
+            iif, oif = _attr(rule, 'FRA_IIFNAME') or _attr(rule, 'FRA_IFNAME'), _attr(rule, 'FRA_OIFNAME')
             if uplink in (iif, oif):
                 words = ['pref %s' % (_attr(rule, 'FRA_PRIORITY') or 0)]
                 if iif:
