@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # The test command of netplumb.pipework (run as root on Debian 12; CI runs it through .ci/run).
 #
-#   bash scripts/test.sh                      all stages: setup unit integration sanity lint molecule
-#   bash scripts/test.sh unit [PYTEST_ARGS]   one stage (setup runs first unless NP_SKIP_SETUP=1)
-#   bash scripts/test.sh unit,integration -k veth -x
-#   bash scripts/test.sh -k veth              all stages, PYTEST_ARGS passed to both pytest stages
+#   bash scripts/test.sh                       all stages; ARGS, if any, go to both pytest stages
+#   bash scripts/test.sh STAGE[,STAGE] [ARGS]  some stages (setup runs first unless NP_SKIP_SETUP=1)
+#     e.g. scripts/test.sh unit -k veth -x         ARGS go to pytest
+#          scripts/test.sh sanity --test pylint    one stage only: ARGS go to that stage's tool
+#          scripts/test.sh lint roles/ovs_vlan     (ansible-test sanity, ansible-lint, molecule test)
+#          scripts/test.sh molecule -s default     (without ARGS: molecule test --all)
 #
 # Stages (each timed; the run stops at the first failure and always prints a summary):
 #   setup        scripts/setup.sh: apt packages, venv, dockerd + OVS, test image (idempotent, fast)
 #   unit         pytest tests/unit
 #   integration  pytest tests/integration tests/lab (root, dockerd, OVS)
-#   sanity       ansible-test sanity --venv --python 3.11, on a copy of the checkout placed at
-#                .build/sanity/ansible_collections/netplumb/pipework, with an offline get-pip stand-in
-#   lint         ansible-lint (production profile, .ansible-lint), antsibull-changelog lint
-#   molecule     molecule test --all (collection mode: extensions/molecule/*/molecule.yml), if any
+#   sanity       ansible-test sanity --venv --python 3.11 on a copy of the checkout (tracked and
+#                untracked-not-ignored files) at /tmp/np-sanity-PID/ansible_collections/netplumb/pipework,
+#                with an offline get-pip stand-in (scripts/ansible_test_getpip.py); no ignore files
+#   lint         ansible-lint (production profile, .ansible-lint), then antsibull-changelog lint
+#   molecule     molecule test --all from the collection root (extensions/molecule/*/molecule.yml), if any
 #
+# Exit status: 0 when every stage passed or was skipped, 1 otherwise, 2 for bad usage.
 # Environment: NP_KEEP_GOING=1 runs the remaining stages after a failure; NP_SKIP_SETUP=1 skips setup;
-# NP_SANITY_ARGS adds arguments to ansible-test sanity (e.g. "--test pylint").
+# NP_SANITY_ARGS adds arguments to ansible-test sanity. Logs: tests/output/test-sh/<stage>.log.
 # shellcheck disable=SC2317  # stage_* and trap functions are called indirectly
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -28,7 +32,7 @@ all_stages=(setup unit integration sanity lint molecule)
 NP_SANITY_PYTHON=${NP_SANITY_PYTHON:-3.11}
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,/^# shellcheck disable/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
 }
 
 is_stage() {
@@ -39,13 +43,13 @@ is_stage() {
 
 # ---- argument parsing --------------------------------------------------------------------------
 selected=()
+case ${1:-} in
+  help|-h|--help) usage; exit 0 ;;
+esac
 if [ $# -gt 0 ] && [[ $1 != -* ]]; then
-  case $1 in
-    help) usage; exit 0 ;;
-  esac
   IFS=, read -r -a wanted <<<"$1"
-  for s in "${wanted[@]}"; do
-    is_stage "$s" || { echo "test.sh: unknown stage '$s' (stages: ${all_stages[*]} all)" >&2; exit 2; }
+  for w in "${wanted[@]}"; do
+    is_stage "$w" || { echo "test.sh: unknown stage '$w' (stages: ${all_stages[*]} all)" >&2; exit 2; }
   done
   shift
   for s in "${all_stages[@]}"; do
@@ -54,13 +58,8 @@ if [ $# -gt 0 ] && [[ $1 != -* ]]; then
     done
   done
   # setup runs first whatever was asked (it is fast when everything is in place)
-  if [ "${NP_SKIP_SETUP:-0}" != 1 ] && [ "${selected[0]}" != setup ]; then
-    selected=(setup "${selected[@]}")
-  fi
+  [ "${selected[0]}" = setup ] || selected=(setup "${selected[@]}")
 else
-  case ${1:-} in
-    -h|--help) usage; exit 0 ;;
-  esac
   selected=("${all_stages[@]}")
 fi
 if [ "${NP_SKIP_SETUP:-0}" = 1 ]; then
@@ -68,19 +67,46 @@ if [ "${NP_SKIP_SETUP:-0}" = 1 ]; then
   for s in "${selected[@]}"; do [ "$s" = setup ] || filtered+=("$s"); done
   selected=("${filtered[@]}")
 fi
-pytest_args=("$@")
+extra_args=("$@")
+# Which stage gets extra_args: the only stage asked for, or else the pytest stages.
+work_stages=()
+for s in "${selected[@]}"; do [ "$s" = setup ] || work_stages+=("$s"); done
+args_target=pytest
+if [ ${#work_stages[@]} = 1 ]; then
+  case ${work_stages[0]} in sanity|lint|molecule) args_target=${work_stages[0]} ;; esac
+fi
+args_for() {  # args_for TARGET: print extra_args NUL-separated if TARGET receives them
+  [ "$1" = "$args_target" ] && [ ${#extra_args[@]} -gt 0 ] && printf '%s\0' "${extra_args[@]}"
+  return 0
+}
+pytest_args=() sanity_args=() lint_args=() molecule_args=()
+mapfile -d '' -t pytest_args < <(args_for pytest)
+mapfile -d '' -t sanity_args < <(args_for sanity)
+mapfile -d '' -t lint_args < <(args_for lint)
+mapfile -d '' -t molecule_args < <(args_for molecule)
 
 # ---- bookkeeping -------------------------------------------------------------------------------
 declare -A result=() seconds=() note=()
+# Logs go to tests/output/test-sh unless another test.sh run in this checkout owns that directory.
 logdir=$NP_REPO/tests/output/test-sh
 mkdir -p "$logdir"
+owner=$(cat "$logdir/.owner" 2>/dev/null || true)
+if [ -n "$owner" ] && [ "$owner" != $$ ] && kill -0 "$owner" 2>/dev/null; then
+  logdir=$NP_REPO/tests/output/test-sh-$$
+  mkdir -p "$logdir"
+  echo "test.sh: another run (pid $owner) is using tests/output/test-sh; logs go to $logdir"
+else
+  echo $$ >"$logdir/.owner"
+fi
 run_start=$SECONDS
 summary_printed=0
+sanity_root=
 
 print_summary() {
   [ "$summary_printed" = 1 ] && return
   summary_printed=1
   local s r overall=PASS
+  [ -n "$sanity_root" ] && rm -rf "$sanity_root"
   echo
   echo "================================ test.sh summary ================================"
   for s in "${selected[@]}"; do
@@ -91,6 +117,7 @@ print_summary() {
   printf '  %-12s %-8s %7s\n' total "$overall" "$((SECONDS - run_start))s"
   echo "  logs: $logdir"
   echo "=================================================================================="
+  [ "$(cat "$logdir/.owner" 2>/dev/null)" = $$ ] && rm -f "$logdir/.owner"
 }
 on_signal() {
   [ -n "${current:-}" ] && result[$current]=INTERRUPTED
@@ -122,7 +149,7 @@ run_pytest() {
   fi
   python -m pytest "${dirs[@]}" "${pytest_args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
-  last=$(grep -E '^=+ .* in [0-9.]+s' "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')
+  last=$(grep -aE '^=+ .* in [0-9.]+s' "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')
   note[$stage]=$last
   if [ "$rc" = 5 ]; then
     if [ ${#pytest_args[@]} -gt 0 ]; then
@@ -164,13 +191,13 @@ copy_checkout() {
       | while IFS= read -r -d '' f; do
           if [ -e "$f" ] || [ -L "$f" ]; then printf '%s\0' "$f"; fi
         done \
-      | tar --null --no-recursion -T - -cf - | tar -xf - -C "$dest"
+      | tar --null --no-recursion -T - -cf - | tar -xf - -C "$dest" || return 1
   else
     tar --exclude=./.build --exclude=./.git --exclude=./tests/output --exclude='*/__pycache__' \
-      -cf - . | tar -xf - -C "$dest"
+      -cf - . | tar -xf - -C "$dest" || return 1
   fi
-  # The copy sits inside this checkout's ignored .build/: without a repository of its own,
-  # ansible-test would find ours, see only ignored files and skip every target.
+  # A repository of its own, so that ansible-test lists files with git (and never finds an
+  # enclosing repository in which the copy would be ignored).
   git -C "$dest" init -q
 }
 
@@ -201,50 +228,74 @@ PY
 }
 
 stage_sanity() {
-  local dest=$NP_REPO/.build/sanity/ansible_collections/netplumb/pipework rc
+  local dest rc d
+  if compgen -G "tests/sanity/ignore-*.txt" >/dev/null && [ "${NP_ALLOW_SANITY_IGNORES:-0}" != 1 ]; then
+    echo "sanity: this project keeps no sanity ignore files; fix the findings instead:" tests/sanity/ignore-*.txt >&2
+    note[sanity]="tests/sanity/ignore-*.txt present"
+    return 1
+  fi
   setup_get_pip || { note[sanity]="could not prepare the get-pip stand-in"; return 1; }
+  # Copies of runs that were killed
+  for d in /tmp/np-sanity-*; do
+    [ -d "$d" ] && ! kill -0 "${d##*-}" 2>/dev/null && rm -rf "$d"
+  done
+  # ansible-test rejects the .build/collections symlink (it resolves the working directory), so it
+  # runs on a copy; one per run, so that concurrent runs do not remove each other's. A short path
+  # keeps its venvs' shebangs under the kernel's 127-character limit.
+  sanity_root=/tmp/np-sanity-$$
+  dest=$sanity_root/ansible_collections/netplumb/pipework
   copy_checkout "$dest" || { note[sanity]="could not copy the checkout to $dest"; return 1; }
+  echo "sanity: testing a copy at $dest"
   # shellcheck disable=SC2086  # NP_SANITY_ARGS is a list of words on purpose
   (cd "$dest" && env -u ANSIBLE_COLLECTIONS_PATH -u PYTHONPATH \
-     ansible-test sanity --venv --python "$NP_SANITY_PYTHON" --color no ${NP_SANITY_ARGS:-}) 2>&1 \
+     ansible-test sanity --venv --python "$NP_SANITY_PYTHON" --color no ${NP_SANITY_ARGS:-} "${sanity_args[@]}") 2>&1 \
     | tee "$logdir/sanity.log"
   rc=${PIPESTATUS[0]}
-  rm -rf "$NP_REPO/tests/output/sanity-results"
+  rm -rf "$logdir/sanity-results"
   if [ -d "$dest/tests/output" ]; then
-    cp -r "$dest/tests/output" "$NP_REPO/tests/output/sanity-results"
+    cp -r "$dest/tests/output" "$logdir/sanity-results"
+    rm -rf "$logdir/sanity-results/.tmp"
   fi
+  rm -rf "$sanity_root"
+  sanity_root=
   if [ "$rc" != 0 ]; then
-    note[sanity]="$(grep -cE '^ERROR: Found [0-9]+ ' "$logdir/sanity.log") test(s) with errors, see $logdir/sanity.log"
+    # ansible-test lists the failed tests one per line after this FATAL line
+    note[sanity]="failed: $(sed -n '/^FATAL: The [0-9]* sanity test(s) listed below/,/^FATAL: Command/p' "$logdir/sanity.log" \
+      | grep -avE '^FATAL' | tr '\n' ' ')(see $logdir/sanity.log)"
   fi
   return "$rc"
 }
 
 stage_lint() {
   local rc
-  NO_COLOR=1 ansible-lint 2>&1 | tee "$logdir/lint.log"
+  NO_COLOR=1 ansible-lint "${lint_args[@]}" 2>&1 | tee "$logdir/lint.log"
   rc=${PIPESTATUS[0]}
-  note[lint]=$(grep -E '^(Passed|Failed)' "$logdir/lint.log" | tail -n 1 | cut -c1-100)
+  note[lint]=$(grep -aE '^(Passed|Failed)' "$logdir/lint.log" | tail -n 1 | cut -c1-100)
   [ "$rc" = 0 ] || return "$rc"
   echo "lint: antsibull-changelog lint (changelogs/fragments)"
   antsibull-changelog lint || { note[lint]="antsibull-changelog lint failed"; return 1; }
 }
 
 stage_molecule() {
+  local rc
   if ! compgen -G "extensions/molecule/*/molecule.yml" >/dev/null; then
     note[molecule]="no extensions/molecule/*/molecule.yml"
     return 77
   fi
   # Molecule 26 in collection mode: run from the collection root (galaxy.yml), scenarios come from
   # extensions/molecule/<scenario>/molecule.yml.
-  local rc
-  NO_COLOR=1 molecule test --all 2>&1 | tee "$logdir/molecule.log"
+  if [ ${#molecule_args[@]} -gt 0 ]; then
+    NO_COLOR=1 molecule test "${molecule_args[@]}" 2>&1 | tee "$logdir/molecule.log"
+  else
+    NO_COLOR=1 molecule test --all 2>&1 | tee "$logdir/molecule.log"
+  fi
   rc=${PIPESTATUS[0]}
-  note[molecule]=$(grep -oE 'Molecule executed .*' "$logdir/molecule.log" | tail -n 1)
+  note[molecule]=$(grep -aoE 'Molecule executed .*' "$logdir/molecule.log" | tail -n 1)
   return "$rc"
 }
 
 # ---- main --------------------------------------------------------------------------------------
-echo "test.sh: stages: ${selected[*]}${pytest_args[*]:+ (pytest args: ${pytest_args[*]})}"
+echo "test.sh: stages: ${selected[*]}${extra_args[*]:+ (arguments for $args_target: ${extra_args[*]})}"
 failed=0
 for stage in "${selected[@]}"; do
   if [ "$failed" = 1 ] && [ "${NP_KEEP_GOING:-0}" != 1 ]; then
