@@ -259,7 +259,7 @@ class Runner:
         executor = self._executor(view)
         try:
             executor.apply(actions, self._describe)
-            check, _ = self._read()
+            check = self._read()[0]
             leftover = planner.plan_present(check, self.p['datapath_type'])
             if leftover:
                 raise PipeworkError('after the change the host still differs: %s'
@@ -369,7 +369,7 @@ class Runner:
         except PipeworkError as exc:
             raise PipeworkError('state=absent failed after %d step(s): %s' % (len(executor.done), exc.msg),
                                 done=executor.done, **exc.details)
-        check, _ = self._read()
+        check = self._read()[0]
         leftover = planner.plan_absent(check, original)
         if leftover:
             raise PipeworkError('after state=absent the host still differs: %s'

@@ -241,7 +241,7 @@ def _is_reply(version, data, ident):
         want = 129
     if len(data) < 8:
         return False
-    kind, code, _, rid, _ = struct.unpack('!BBHHH', data[:8])
+    kind, rid = struct.unpack('!BBHHH', data[:8])[0::3]
     return kind == want and rid == ident
 
 
@@ -271,7 +271,7 @@ def probe(address, window, scope_id=0, neighbour_reachable=None, interval=0.5):
                 left = until - time.monotonic()
                 if left <= 0:
                     break
-                ready, _, _ = select.select([sock], [], [], left)
+                ready = select.select([sock], [], [], left)[0]
                 if not ready:
                     break
                 try:

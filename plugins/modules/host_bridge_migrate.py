@@ -42,17 +42,21 @@ description:
   - Runs under the collection's host lock, which the revert process takes too, so a confirmation and a
     revert never race.
 author:
-  - netplumb.pipework developers
+  - netplumb.pipework developers (!UNKNOWN)
 requirements:
   - pyroute2 0.7 or later on the target host
   - iproute2 (C(ip)) on the target host
   - Open vSwitch (C(ovs-vsctl)) on the target host for OVS bridges
 attributes:
   check_mode:
+    description: Reports the planned changes and the revert it would arm; changes nothing, starts no process.
     support: full
   diff_mode:
+    description: Returns the uplink's and the bridge's master, MAC, MTU, addresses and routes before and after.
     support: full
   platform:
+    description: Linux hosts (netlink, iproute2; Open vSwitch for OVS bridges).
+    support: full
     platforms: posix
 options:
   uplink:

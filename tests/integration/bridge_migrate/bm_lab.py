@@ -35,6 +35,7 @@ def ansible_env():
     })
     return env
 
+
 MODULE = 'netplumb.pipework.host_bridge_migrate'
 STATE_DIR = '/run/netplumb-pipework/bridge_migrate'
 VSWITCH_SCHEMA = '/usr/share/openvswitch/vswitch.ovsschema'
@@ -50,7 +51,7 @@ GW_V6 = '2001:db8:1::1'
 def sh(argv, ns=None, check=True, timeout=60):
     if ns:
         argv = ['ip', 'netns', 'exec', ns] + list(argv)
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     if check and proc.returncode != 0:
         raise AssertionError('%s -> %d\n%s%s' % (' '.join(argv), proc.returncode, proc.stdout, proc.stderr))
     return proc
@@ -252,7 +253,8 @@ class Lab:
         if diff:
             argv.append('--diff')
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=timeout)
+            proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, timeout=timeout,
+                                  check=False)
             try:
                 with open(out_path) as f:
                     results = json.load(f)
@@ -298,7 +300,7 @@ def _kill_pidfile(path):
         os.kill(pid, signal.SIGTERM)
     except OSError:
         return
-    for _ in range(50):
+    for dummy in range(50):
         try:
             os.kill(pid, 0)
         except OSError:
@@ -325,7 +327,7 @@ def direct(lab, check=False, diff=False, python=VENV_PYTHON, **args):
     try:
         proc = subprocess.run(['ip', 'netns', 'exec', lab.host, python,
                                os.path.join(REPO, 'plugins', 'modules', 'host_bridge_migrate.py'), path],
-                              capture_output=True, text=True, env=env, timeout=120)
+                              capture_output=True, text=True, env=env, timeout=120, check=False)
     finally:
         os.unlink(path)
     try:

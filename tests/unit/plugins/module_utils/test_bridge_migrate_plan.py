@@ -264,8 +264,8 @@ def test_addr_argv():
     v6 = addr('2001:db8::102', 64, family=6)
     assert rollback.addr_argv(IP, 'add', v6, 'br0', nodad=True) == [
         IP, '-6', 'addr', 'add', '2001:db8::102/64', 'nodad', 'dev', 'br0']
-    assert rollback.addr_argv(IP, 'del', v6, 'enp0s3') == [IP, '-6', 'addr', 'del', '2001:db8::102/64', 'dev',
-                                                            'enp0s3']
+    assert rollback.addr_argv(IP, 'del', v6, 'enp0s3') == [
+        IP, '-6', 'addr', 'del', '2001:db8::102/64', 'dev', 'enp0s3']
     ptp = addr('10.0.0.1', 32, peer='10.0.0.2')
     assert rollback.addr_argv(IP, 'del', ptp, 'enp0s3')[4:7] == ['10.0.0.1', 'peer', '10.0.0.2/32']
 
