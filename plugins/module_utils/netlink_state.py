@@ -101,13 +101,20 @@ def _addr_key(iface):
     return (iface.version, int(iface.ip), iface.network.prefixlen)
 
 
-def read_namespace(ipr):
-    """Three dumps: links, addresses, routes (IPv4 and IPv6)."""
-    links = [link_from_msg(m) for m in ipr.get_links()]
-    addrs = [addr_from_msg(m) for m in ipr.get_addr()]
-    routes = [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET)]
-    routes += [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET6)]
-    return NamespaceState(links, addrs, routes)
+def read_links(ipr):
+    return [link_from_msg(m) for m in ipr.get_links()]
+
+
+def read_namespace(ipr, links=None, addrs=True, routes=True):
+    """Up to four dumps: links, addresses, IPv4 and IPv6 routes; callers skip what they do not need."""
+    if links is None:
+        links = read_links(ipr)
+    addr_list = [addr_from_msg(m) for m in ipr.get_addr()] if addrs else []
+    route_list = []
+    if routes:
+        route_list = [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET)]
+        route_list += [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET6)]
+    return NamespaceState(links, addr_list, route_list)
 
 
 def sort_addresses(addresses):

@@ -17,7 +17,8 @@ import time
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
 from ansible_collections.netplumb.pipework.plugins.module_utils import docker_target, netns, ovsdb
 from ansible_collections.netplumb.pipework.plugins.module_utils.host_lock import host_lock
-from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import NamespaceState, read_namespace
+from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import (
+    NamespaceState, read_links, read_namespace)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_plan import (
     AttachmentPlan, handle_of, plan_absent, plan_bridges, plan_present, plan_purge, route_text)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import build_attachments, check_batch
@@ -110,6 +111,7 @@ class Runner:
         self.iproute_factory = iproute_factory or IPRoute
         self.undo = []
         self.warnings = []
+        self._link_cache = {}
 
     def run(self):
         started = time.monotonic()
@@ -126,6 +128,15 @@ class Runner:
                     if t.ipr is not None:
                         t.ipr.close()
                     t.namespace.close()
+
+    def _read_target(self, target, attachments):
+        """A target namespace's state; addresses and routes only when planning needs them (dumps cost)."""
+        mine = [a for a in attachments if a.namespace is target]
+        links = read_links(target.ipr)
+        names = set(ln['name'] for ln in links)
+        need_addrs = any(a.ifname in names for a in mine)
+        need_routes = need_addrs or any(a.gateway is not None or a.clear_gateway or a.routes for a in mine)
+        return read_namespace(target.ipr, links=links, addrs=need_addrs, routes=need_routes)
 
     def _read_ovs(self, attachments, host):
         needs_ovs = any(a.state == 'present' and (a.bridge_type == 'ovs' or (
@@ -151,7 +162,7 @@ class Runner:
             ovs = self._read_ovs(attachments, host)
             for t in targets.values():
                 t.ipr = netns.iproute_in(t.namespace, self.iproute_factory)
-                t.state = read_namespace(t.ipr)
+                t.state = self._read_target(t, attachments)
             bridges = plan_bridges(attachments, host, ovs)
             plans, purge_cmds, purge_links = [], [], []
             for a in attachments:
@@ -215,9 +226,22 @@ class Runner:
                 pass  # best effort: keep undoing the rest
         return undone
 
+    def _links_of(self, ipr, refresh=False):
+        """name -> brief link of a namespace, from ONE dump that is reused until links change.
+
+        link_lookup() would dump every link of the namespace per call (pyroute2 0.7 does), which costs
+        O(N^2) on a host with N attachments.
+        """
+        key = id(ipr)
+        if refresh or key not in self._link_cache:
+            self._link_cache[key] = dict((ln['name'], ln) for ln in (_link_brief(m) for m in ipr.get_links()))
+        return self._link_cache[key]
+
     def _link_index(self, ipr, name):
-        found = ipr.link_lookup(ifname=name)
-        return found[0] if found else None
+        link = self._links_of(ipr).get(name)
+        if link is None:
+            link = self._links_of(ipr, refresh=True).get(name)
+        return link['index'] if link else None
 
     def _apply_steps(self, bridges, plans, purge_cmds, purge_links, host):
         ipr = self.host_ipr
@@ -232,6 +256,7 @@ class Runner:
             index = self._link_index(ipr, name)
             if index is not None:
                 ipr.link('del', index=index)
+                self._links_of(ipr).pop(name, None)
         # 3. New veth pairs, the container end created directly in its namespace.
         for p in plans:
             if p.create_veth:
@@ -379,7 +404,6 @@ class Runner:
     # ---- results -------------------------------------------------------------------------------
 
     def _results(self, plans, bridges):
-        fresh = {}
         results = []
         for p in plans:
             a = p.want
@@ -400,14 +424,11 @@ class Runner:
                 item.update(p.after)
                 item['bridge_type'] = bridges[a.bridge].kind
                 if not self.check_mode and a.namespace is not None:
-                    key = id(a.namespace)
-                    if key not in fresh:
-                        fresh[key] = dict((ln['name'], ln) for ln in
-                                          (_link_brief(m) for m in a.namespace.ipr.get_links()))
-                    link = fresh[key].get(a.ifname)
+                    # The dump taken after the veth was created (or a fresh one): the kernel's MAC.
+                    link = self._links_of(a.namespace.ipr).get(a.ifname)
                     if link:
-                        item['mac'] = link['mac']
-                        item['mtu'] = link['mtu']
+                        item['mac'] = a.mac or link['mac']
+                        item['mtu'] = a.mtu or link['mtu']
                 if p.replaced_default_routes:
                     ns = a.namespace.state
                     item['replaced_default_routes'] = [route_text(r, ns) for r in p.replaced_default_routes]
@@ -420,8 +441,8 @@ def _op_text(op):
 
 
 def _link_brief(msg):
-    return {'name': msg.get_attr('IFLA_IFNAME'), 'mac': (msg.get_attr('IFLA_ADDRESS') or '').lower(),
-            'mtu': msg.get_attr('IFLA_MTU')}
+    return {'name': msg.get_attr('IFLA_IFNAME'), 'index': msg['index'],
+            'mac': (msg.get_attr('IFLA_ADDRESS') or '').lower(), 'mtu': msg.get_attr('IFLA_MTU')}
 
 
 __all__ = ['Runner', 'AttachmentPlan']
