@@ -134,9 +134,9 @@ class Planner:
         for other in self.have.mappings:
             if other.target != item.name and overlaps(key, other):
                 raise PipeworkError(
-                    '%s: publish %r: host port %s is already published for %r (%s); remove it there first '
-                    '(state: absent) or choose another host port'
-                    % (item.label, req.spec, _show_key(key), other.target, other.describe()),
+                    '%s: publish %r for %r: host port %s is already published for %r (%s); remove it there '
+                    'first (state: absent) or choose another host port'
+                    % (item.label, req.spec, item.name, _show_key(key), other.target, other.describe()),
                     spec=req.spec, owner=other.target)
         for chain, proto, host_ip, (lo, hi), line in self.foreign_dnat.get(entry['family'], []):
             if proto == req.proto and lo <= entry['host_port'] <= hi and (

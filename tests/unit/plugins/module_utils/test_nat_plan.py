@@ -95,7 +95,7 @@ def test_port_of_another_target_is_an_error_naming_both():
     have = plan(container='db', publish=['8080:5432'])
     with pytest.raises(PipeworkError) as err:
         plan(have, container='web', publish=['8080:80'])
-    assert "'db'" in err.value.msg and "'8080:80'" in err.value.msg and 'nat_portmap' in err.value.msg
+    assert "'db'" in err.value.msg and "'web'" in err.value.msg and "'8080:80'" in err.value.msg
     # a different protocol or a different specific address does not collide
     assert ports(plan(have, container='web', publish=['8080:80/udp']), 'web') == [('udp', None, 8080, 80)]
     have = plan(container='db', publish=['10.0.0.1:8080:5432'])
