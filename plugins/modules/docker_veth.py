@@ -31,7 +31,7 @@ description:
     replies to Docker's own published ports (C(docker run -p)) for that container leave through the new
     route; publish with M(netplumb.pipework.nat_portmap) instead, or do not set O(gateway)."
 author:
-  - netplumb.pipework developers
+  - netplumb.pipework developers (!UNKNOWN)
 requirements:
   - pyroute2 0.7 or later on the target host
   - the Docker SDK for Python on the target host (for O(container))
@@ -40,10 +40,14 @@ extends_documentation_fragment:
   - netplumb.pipework.attachment
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   platform:
+    description: Target OS/families that can be operated against.
+    support: N/A
     platforms: posix
 options:
   attachments:
