@@ -94,8 +94,8 @@ options:
     default: present
   rollback_timeout:
     description:
-      - Seconds after the change before the armed revert restores the uplink, unless O(confirm=true) came
-        first.
+      - Seconds from arming the revert (just before the change, so the change and the probe count too) until
+        it restores the uplink, unless O(confirm=true) came first.
       - It must cover reconnecting and confirming. A play that confirms with C(meta reset_connection),
         C(wait_for_connection) and this module with O(confirm=true) should give C(wait_for_connection)
         a C(timeout) well below this value (the collection's roles use O(rollback_timeout) minus 30).
