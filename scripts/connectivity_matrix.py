@@ -155,12 +155,19 @@ def measure(nodes, pairs=None, workers=6, attempts=2, port=None):
     return matrix
 
 
+def lab_module():
+    """lab/lab.py, loaded by path under the name the lab's README uses (once per process)."""
+    module = sys.modules.get('netplumb_lab')
+    if module is None:
+        spec = importlib.util.spec_from_file_location('netplumb_lab', os.path.join(REPO, 'lab', 'lab.py'))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look the module up while the class is built
+        spec.loader.exec_module(module)
+    return module
+
+
 def load_lab(name):
-    spec = importlib.util.spec_from_file_location('netplumb_lab', os.path.join(REPO, 'lab', 'lab.py'))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(module)
-    return module.Lab.load(name)
+    return lab_module().Lab.load(name)
 
 
 def check_ssh(lab, timeout=30):
