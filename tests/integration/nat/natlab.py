@@ -38,6 +38,11 @@ GATEWAY = '10.201.0.1'
 SUBNET = '10.201.0.0/24'
 NEIGHBOUR = '10.201.0.9'
 C_ADDR = {'c1': '10.201.0.2', 'c2': '10.201.0.3'}
+UPLINK6 = 'fd00:201::1'
+CLIENT6 = 'fd00:201::2'
+C_ADDR6 = {'c1': 'fd00:200::2', 'c2': 'fd00:200::3'}
+EMPTY6 = '*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n' \
+         '*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\nCOMMIT\n'
 
 # What Docker leaves in a host's iptables (the module must leave it as it is), and a hand-written rule.
 DOCKER_BASELINE = """*filter
@@ -358,9 +363,12 @@ class Lab:
             run(['ip', 'netns', 'add', ns])
             ns_run(ns, ['ip', 'link', 'set', 'lo', 'up'])
         self._uplink(self.lan, 'npu' + self.tag, UPLINK, CLIENT)
+        ns_run(self.host, ['ip', '-6', 'addr', 'add', UPLINK6 + '/64', 'dev', 'npu' + self.tag, 'nodad'])
+        ns_run(self.lan, ['ip', '-6', 'addr', 'add', CLIENT6 + '/64', 'dev', 'eth0', 'nodad'])
         self._uplink(self.lan2, 'npm' + self.tag, UPLINK2, CLIENT2)
         ns_run(self.host, ['ip', 'link', 'add', self.bridge, 'type', 'bridge'])
         ns_run(self.host, ['ip', 'addr', 'add', GATEWAY + '/24', 'dev', self.bridge])
+        ns_run(self.host, ['ip', '-6', 'addr', 'add', 'fd00:200::1/64', 'dev', self.bridge, 'nodad'])
         ns_run(self.host, ['ip', 'link', 'set', self.bridge, 'up'])
         # the neighbour: no loopback route of its own, so it can send 127.0.0.1 to the host (the attack)
         ns_run(self.host, ['ip', 'link', 'add', 'npn' + self.tag, 'type', 'veth', 'peer', 'name', 'eth1',
@@ -396,8 +404,9 @@ class Lab:
         if wire:
             self.wire(name)
         # busybox httpd on 80 (and 81, 82 for ranges), each answering with its name and port
-        script = ('for p in 80 81 82; do mkdir -p /www$p; echo %s:$p > /www$p/index.html; '
-                  'httpd -p $p -h /www$p; done' % name)
+        # and, where IPv6 is on (wired containers), on [::]:86
+        script = ('for p in 80 81 82 86; do mkdir -p /www$p; echo %s:$p > /www$p/index.html; done; '
+                  'for p in 80 81 82; do httpd -p $p -h /www$p; done; httpd -p [::]:86 -h /www86 || true' % name)
         run(['docker', 'exec', cname, 'sh', '-c', script])
         return cname
 
@@ -411,7 +420,12 @@ class Lab:
                            '/proc/%d/ns/net' % pid])
         ns_run(self.host, ['ip', 'link', 'set', host_if, 'master', self.bridge, 'up'])
         for argv in (['ip', 'addr', 'add', C_ADDR[name] + '/24', 'dev', 'eth1'], ['ip', 'link', 'set', 'eth1', 'up'],
-                     ['ip', 'link', 'set', 'lo', 'up'], ['ip', 'route', 'add', 'default', 'via', GATEWAY]):
+                     ['ip', 'link', 'set', 'lo', 'up'], ['ip', 'route', 'add', 'default', 'via', GATEWAY],
+                     # Docker turns IPv6 off in --net=none containers
+                     ['sh', '-c', 'echo 0 > /proc/sys/net/ipv6/conf/all/disable_ipv6; '
+                                  'echo 0 > /proc/sys/net/ipv6/conf/eth1/disable_ipv6'],
+                     ['ip', '-6', 'addr', 'add', C_ADDR6[name] + '/64', 'dev', 'eth1', 'nodad'],
+                     ['ip', '-6', 'route', 'add', 'default', 'via', 'fd00:200::1']):
             run(['nsenter', '-t', str(pid), '-n'] + argv)
         self.ports[name] = host_if
 
@@ -426,13 +440,17 @@ class Lab:
         proc = subprocess.run(['ip', 'netns', 'exec', self.host, 'iptables-restore'], input=DOCKER_BASELINE,
                               capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
-        ns_run(self.host, ['ip6tables-restore'], check=False)
+        proc = subprocess.run(['ip', 'netns', 'exec', self.host, 'ip6tables-restore'], input=EMPTY6,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        sysctl(self.host, 'net.ipv6.conf.all.forwarding', 0)
         ns_run(self.host, ['conntrack', '-F'], check=False)
         sysctl(self.host, 'net.ipv4.ip_forward', 0)
         sysctl(self.host, 'net.ipv4.conf.%s.route_localnet' % self.bridge, 0)
         for host_if in self.ports.values():
             ns_run(self.host, ['ip', 'link', 'set', host_if, 'type', 'bridge_slave', 'hairpin', 'off'])
         self.baseline = save_rules(self.host)
+        self.baseline6 = save_rules(self.host, 6)
 
     def hairpin(self, name):
         out = ns_run(self.host, ['ip', '-d', '-j', 'link', 'show', self.ports[name]]).stdout

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from natlab import (CLIENT, CLIENT2, GATEWAY, NEIGHBOUR, SUBNET, UPLINK, UPLINK2, C_ADDR, TcpServer, UdpEcho,
-                    UdpFlow, http_get, ns_run, run_nat, save_rules, sysctl, tcp_connects, tcp_read)
+from natlab import (CLIENT, CLIENT2, GATEWAY, NEIGHBOUR, SUBNET, UPLINK, UPLINK2, UPLINK6, C_ADDR, C_ADDR6,
+                    TcpServer, UdpEcho, UdpFlow, http_get, ns_run, run_nat, save_rules, sysctl, tcp_connects,
+                    tcp_read)
 
 
 def by_port(result):
@@ -298,3 +299,24 @@ def test_destination_target_and_exclusive(lab):
     r = run_nat(lab.host, {'destination': C_ADDR['c2'] + '/24', 'publish': ['8082:80'], 'exclusive': True})
     assert [m['host_port'] for m in r['mappings']] == [8082]
     assert http_get(lab.lan, UPLINK, 8083) is None and http_get(lab.lan, UPLINK, 8082) == 'c2:80'
+
+
+def test_ipv6_publish_and_masquerade(lab):
+    """ip_version both: one spec publishes on IPv4 and IPv6; a bracketed IPv6 host address; ip6tables undone."""
+    c1 = lab.containers['c1']
+    args = {'container': c1, 'ip_version': 'both', 'publish': ['8086:86', '[%s]:8087:86' % UPLINK6],
+            'masquerade': ['fd00:200::/64'], 'bridge': lab.bridge}
+    r = run_nat(lab.host, args)
+    assert not r.get('failed'), r
+    assert sorted((m['family'], m['host_ip'], m['host_port'], m['container_ip']) for m in r['mappings']) == [
+        ('ipv4', '0.0.0.0', 8086, C_ADDR['c1']), ('ipv6', '::', 8086, C_ADDR6['c1']),
+        ('ipv6', UPLINK6, 8087, C_ADDR6['c1'])]
+    assert sysctl(lab.host, 'net.ipv6.conf.all.forwarding') == '1'
+    assert http_get(lab.lan, UPLINK6, 8086) == 'c1:86'
+    assert http_get(lab.lan, UPLINK6, 8087) == 'c1:86'
+    assert http_get(lab.lan, UPLINK, 8086) == 'c1:86'
+    assert run_nat(lab.host, args)['changed'] is False
+    args['state'] = 'absent'
+    assert run_nat(lab.host, args)['changed']
+    assert save_rules(lab.host, 6) == lab.baseline6
+    assert save_rules(lab.host) == lab.baseline
