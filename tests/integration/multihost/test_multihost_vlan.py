@@ -10,6 +10,9 @@ netplumb.pipework.multihost_vlan) are spread over the runs.
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 import connectivity_matrix as cm  # scripts/, put on sys.path by this directory's conftest
@@ -131,3 +134,31 @@ def test_failing_host_stops_the_rollout(make_lab):
     assert env.global_addresses('hostB', case['bridge']) == ['%s/24' % case['addresses'][1]]
     ok, checks = env.ssh_ok()
     assert ok, checks
+
+
+def test_cut_management_path_reverts_by_itself(make_lab):
+    """The migration works on the host (its probe of the gateway answers) but the controller cannot reach it
+    over the new path: SSH replies leaving through the bridge are dropped (an iptables rule inside the lab
+    host). The role's confirmation over a new connection never happens, the play fails saying so, and the
+    host puts its uplink back by itself after multihost_vlan_rollback_timeout; then it answers SSH again."""
+    env = make_lab(names=['hostA'], uplink='eth0')
+    env.write_vars(group_vars={'lab': {'multihost_vlan_bridge': 'ovs0', 'multihost_vlan_datapath_type': 'netdev',
+                                       'multihost_vlan_rollback_timeout': 45}})
+    before = env.network('hostA', 'eth0')
+    env.lab.exec('hostA', ['iptables', '-I', 'OUTPUT', '-o', 'ovs0', '-p', 'tcp', '--sport', '22', '-j', 'DROP'])
+
+    started = time.monotonic()
+    run = env.playbook('multihost_vlan', how='repo')
+    assert run.rc != 0 and run.failed('hostA') == 1, run.output
+    assert 'was not confirmed' in run.output and 'back by itself' in run.output, run.output
+
+    deadline = started + 45 + 60
+    while time.monotonic() < deadline:
+        if env.network('hostA', 'eth0') == before and env.ssh_ok()[0]:
+            break
+        time.sleep(2)
+    assert env.network('hostA', 'eth0') == before, 'the host did not revert by itself'
+    ok, checks = env.ssh_ok()
+    assert ok, checks
+    statuses = [json.loads(open(p).read()).get('status') for p in env.records() if p.endswith('.json')]
+    assert statuses == ['reverted'], statuses
