@@ -47,9 +47,15 @@ class Planner:
         self.port_range = port_range
         self.foreign_dnat = foreign_dnat  # {family: [(chain, proto, host_ip, (lo, hi), line)]}
         self.notes = []     # plan lines about targets that cannot be resolved yet (check mode)
+        self.current = list(have.mappings)  # what other targets hold once this run's removals are done
 
     def plan(self, items, masquerade, state, isolate, run_bridges):
         new = self.have.copy()
+        # 0. removals first: a port one target gives up in this run is free for another in the same run
+        for item in items:
+            if item.state == 'absent':
+                new.mappings = self._absent(new.mappings, item)
+        self.current = list(new.mappings)
         present = [i for i in items if i.state == 'present' and i.resolved is not None
                    and i.resolved.missing is None]
         wanted = {}
@@ -72,8 +78,6 @@ class Planner:
                                           % (', '.join(item.publish) or 'nothing', item.name, item.resolved.missing))
                     continue
                 new.mappings = self._present(new.mappings, item, wanted[item.name])
-            else:
-                new.mappings = self._absent(new.mappings, item)
         # 4. masquerade entries
         if state == 'present':
             for entry in masquerade:
@@ -131,7 +135,7 @@ class Planner:
     def _check_free(self, item, entry, new_port):
         req = entry['req']
         key = (entry['family'], req.proto, req.host_ip, entry['host_port'])
-        for other in self.have.mappings:
+        for other in self.current:
             if other.target != item.name and overlaps(key, other):
                 raise PipeworkError(
                     '%s: publish %r for %r: host port %s is already published for %r (%s); remove it there '
@@ -155,7 +159,7 @@ class Planner:
 
     def _allocator(self, wanted):
         used = {}
-        for m in self.have.mappings:
+        for m in self.current:
             used.setdefault(m.proto, set()).add(m.host_port)
         for entries in wanted.values():
             for entry in entries:

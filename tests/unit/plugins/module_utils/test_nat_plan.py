@@ -296,3 +296,9 @@ def test_restore_keeps_a_forward_jump_made_before_docker_arrived():
     saved = SavedTables(applied(state, parent='FORWARD'), 4)
     assert saved.has_chain('filter', 'DOCKER-USER')
     assert plan_restore(saved, desired_chains(state, 4), []).text == ''
+
+
+def test_a_port_given_up_in_the_same_run_can_be_taken():
+    have = plan(container='db', publish=['8080:5432'])
+    new = plan(have, targets=[{'container': 'db', 'state': 'absent'}, {'container': 'web', 'publish': ['8080:80']}])
+    assert [(m.target, m.host_port) for m in new.mappings] == [('web', 8080)]
