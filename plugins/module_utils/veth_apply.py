@@ -372,8 +372,8 @@ class Runner:
                     ipr.route('add', dst='default' if gw.version == 4 else '::/0', family=family,
                               gateway=str(gw), oif=index)
         except NetlinkError as exc:
-            raise PipeworkError('%s (%s %r, %s): %s failed: %s' % (a.label, a.target_kind, a.target, a.ifname,
-                                                                  _op_text(op), exc))
+            raise PipeworkError('%s (%s %r, %s): %s failed: %s'
+                                % (a.label, a.target_kind, a.target, a.ifname, _op_text(op), exc))
 
     def _enable_ipv6(self, a, ifname):
         path = '/proc/sys/net/ipv6/conf/%s/disable_ipv6' % ifname
