@@ -1,0 +1,132 @@
+"""Cost of the pieces a docker_veth run is made of, next to the least they can cost. Run inside a lab host
+whose N containers are attached (after a run of (a)), as the module would see them:
+
+    python components.py SPEC.json          # prints one JSON line
+
+Each figure is measured as wall time and as CPU time of this process (CPU time is what a loaded machine
+distorts least). What is compared, per run of N attachments:
+  imports        python -c 'import X' in a fresh interpreter, minus a bare interpreter (ms)
+  docker_sdk     N x docker.APIClient.inspect_container (what docker_target.py does)
+  docker_sdk_noenv   the same with the session's trust_env = False (no proxy lookup from the environment per call)
+  docker_raw     N inspects pipelined on one keep-alive HTTP connection (bench/floor.py)
+  ns_pyroute2    per container namespace: IPRoute() via setns + links/addrs/routes dumps (netlink_state.py)
+  ns_raw         the same three dumps with a raw netlink socket (no decoding beyond what planning needs)
+  ovs_read       one `ovs-vsctl --format=json` read of Bridge/Port/Interface (ovsdb.Vsctl.read_state)
+"""
+
+import json
+import os
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import floor  # noqa: E402
+
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
+NLM_F_DUMP = 0x300
+NLMSG_DONE = 3
+
+
+def timed(fn):
+    w, c = time.monotonic(), time.process_time()
+    out = fn()
+    return {'wall': round(time.monotonic() - w, 4), 'cpu': round(time.process_time() - c, 4)}, out
+
+
+def import_cost(python, module):
+    code = 'import time; t = time.perf_counter(); %s; print(time.perf_counter() - t)' % (
+        'import ' + module if module else 'pass')
+    best = None
+    for attempt in range(3):  # pylint: disable=unused-variable
+        out = subprocess.run([python, '-c', code], capture_output=True, text=True, check=True).stdout
+        value = float(out.strip())
+        best = value if best is None else min(best, value)
+    return round(best, 4)
+
+
+def raw_dump(sock, kind, family=socket.AF_UNSPEC):
+    body = struct.pack('=BxHiII', family, 0, 0, 0, 0) if kind == RTM_GETLINK else struct.pack('=B3x', family)
+    if kind == RTM_GETROUTE:
+        body = struct.pack('=BBBBBBBBI', family, 0, 0, 0, 0, 0, 0, 0, 0)
+    sock.send(floor.nlmsg(kind, floor.NLM_F_REQUEST | NLM_F_DUMP, 1, body))
+    count = 0
+    while True:
+        data = sock.recv(1 << 16)
+        off = 0
+        while off + 16 <= len(data):
+            length, mtype = struct.unpack_from('=IH', data, off)
+            if mtype == NLMSG_DONE:
+                return count
+            count += 1
+            off += (length + 3) & ~3
+
+
+def in_namespace(pid, factory):
+    fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
+    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+    try:
+        floor.setns(fd)
+        try:
+            return factory()
+        finally:
+            floor.setns(home)
+    finally:
+        os.close(fd)
+        os.close(home)
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
+    names = [it['container'] for it in spec['items']]
+    n = len(names)
+    out = {'n': n}
+
+    base = import_cost(sys.executable, None)
+    out['imports_ms'] = dict((m, round((import_cost(sys.executable, m) - base) * 1000))
+                             for m in ('pyroute2', 'docker', 'ansible.module_utils.basic'))
+
+    import docker  # pylint: disable=import-outside-toplevel
+    api = docker.APIClient(version='auto')
+    api.inspect_container(names[0])
+    out['docker_sdk'] = timed(lambda: [api.inspect_container(x) for x in names])[0]
+    api.trust_env = False
+    out['docker_sdk_noenv'] = timed(lambda: [api.inspect_container(x) for x in names])[0]
+    api.close()
+    out['docker_raw'], pids = timed(lambda: floor.docker_pids(names))
+
+    from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
+    from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import read_namespace  # noqa
+
+    def pyroute2_reads():
+        for pid in pids:
+            ipr = in_namespace(pid, IPRoute)
+            try:
+                read_namespace(ipr)
+            finally:
+                ipr.close()
+    out['ns_pyroute2'] = timed(pyroute2_reads)[0]
+
+    def raw_reads():
+        total = 0
+        for pid in pids:
+            s = in_namespace(pid, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0))
+            try:
+                total += raw_dump(s, RTM_GETLINK) + raw_dump(s, RTM_GETADDR) + raw_dump(s, RTM_GETROUTE, socket.AF_INET)
+            finally:
+                s.close()
+        return total
+    out['ns_raw'], out['ns_raw_messages'] = timed(raw_reads)
+
+    argv = ['ovs-vsctl', '--format=json', '--', '--columns=_uuid,name,ports,datapath_type,external_ids', 'list', 'Bridge',
+            '--', '--columns=_uuid,name,interfaces,tag,trunks,vlan_mode,external_ids', 'list', 'Port',
+            '--', '--columns=_uuid,name,type,ofport,error,external_ids', 'list', 'Interface']
+    out['ovs_read'] = timed(lambda: subprocess.run(argv, capture_output=True, check=True))[0]
+    print(json.dumps(out))
+
+
+if __name__ == '__main__':
+    main()
