@@ -160,6 +160,27 @@ def ovs_dump():
     return sorted(out.splitlines())
 
 
+def container_ids(names):
+    return [run(['docker', 'inspect', '-f', '{{.Id}}', n]).stdout.strip() for n in names]
+
+
+def scoped_state(bridge, containers_names, ifnames=('eth1',)):
+    """What one test may change: its bridge's ports and tags, the host links its attachments would get,
+    and the test containers' links. Scoped, so tests running beside it cannot make it fail."""
+    from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
+    ours = set([bridge])
+    for cid in container_ids(containers_names):
+        ours.update(derive_host_ifname(cid, ifname) for ifname in ifnames)
+    links = sorted(name for name in host_links() if name in ours)
+    ports = run(['ovs-vsctl', '--format=json', '--columns=name,tag,trunks', 'list', 'Port'], check=False).stdout
+    bridge_ports = run(['ovs-vsctl', 'list-ports', bridge], check=False)
+    port_names = set(bridge_ports.stdout.split()) if bridge_ports.returncode == 0 else None
+    port_rows = sorted(json.dumps(row) for row in json.loads(ports)['data']
+                       if port_names is not None and row[0] in port_names)
+    inside = dict((n, docker_exec(n, 'ip', '-o', 'link').stdout) for n in containers_names)
+    return links, port_names is not None, port_rows, inside
+
+
 def run_task(module, args, check=False, diff=False, netns=None):
     """Run one module as a playbook task and return its registered result, `diff` included."""
     workdir = tempfile.mkdtemp(prefix='np-task-')

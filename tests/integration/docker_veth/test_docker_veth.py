@@ -10,8 +10,8 @@ import pytest
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
 
-from nphelpers import (REPO, can_ping, can_tcp, docker_exec, host_links, ovs_dump, run, run_module,
-                       run_playbook, run_task, suffix)
+from nphelpers import (REPO, can_ping, can_tcp, docker_exec, host_links, run, run_module, run_playbook,
+                       run_task, scoped_state, suffix)
 
 MODULE = 'netplumb.pipework.docker_veth'
 
@@ -47,7 +47,7 @@ def assert_s2_matrix(names):
 
 def test_s2_playbook_isolation_idempotence_and_absent(four, ovs_bridge):
     """Acceptance 2: S2 through playbooks/single_host_vlan.yml; re-run changed=0; absent leaves nothing."""
-    before_links = host_links()
+    before = scoped_state(ovs_bridge, four)
     extra = {'ovs_vlan_bridge': ovs_bridge, 'ovs_vlan_datapath_type': 'netdev',
              'ovs_vlan_containers': s2_attachments(four)}
     playbook = os.path.join(REPO, 'playbooks', 'single_host_vlan.yml')
@@ -55,7 +55,7 @@ def test_s2_playbook_isolation_idempotence_and_absent(four, ovs_bridge):
     rc, out, recap = run_playbook(playbook, extra, check=True)
     assert rc == 0, out
     assert recap['changed'] == 1, out
-    assert host_links() == before_links, 'check mode created links'
+    assert scoped_state(ovs_bridge, four) == before, 'check mode changed the host'
     assert run(['ovs-vsctl', 'br-exists', ovs_bridge], check=False).returncode == 2, 'check mode created the bridge'
 
     rc, out, recap = run_playbook(playbook, extra)
@@ -206,12 +206,12 @@ def test_system_datapath_fails_with_ovs_error_and_rolls_back(containers):
     """Acceptance 4: no openvswitch kernel module here; the module must not report a silent success."""
     bridge = 'ovsnp' + suffix()
     name = containers.start('np%s-sys' % suffix())
-    before = (host_links(), ovs_dump())
+    before = scoped_state(bridge, [name])
     try:
         failed, res = run_module(MODULE, {'container': name, 'bridge': bridge, 'address': ['10.70.0.2/24'], 'vlan': 3})
         assert failed
         assert 'Open vSwitch could not bring up' in res['msg'] and 'Error detected while setting up' in res['msg']
-        assert (host_links(), ovs_dump()) == before
+        assert scoped_state(bridge, [name]) == before
         assert docker_exec(name, 'ip', 'link', 'show', 'eth1').returncode != 0
     finally:
         run(['ovs-vsctl', '--if-exists', 'del-br', bridge], check=False)
@@ -239,11 +239,11 @@ def test_bad_input_fails_early_and_changes_nothing(containers, ovs_bridge, overr
     name = containers.start('np%s-bad' % suffix())
     args = {'container': name, 'bridge': ovs_bridge, 'datapath_type': 'netdev'}
     args.update(override)
-    before = (host_links(), ovs_dump())
+    before = scoped_state(args['bridge'], [name])
     failed, res = run_module(MODULE, args)
     assert failed
     assert message in res['msg']
-    assert (host_links(), ovs_dump()) == before
+    assert scoped_state(args['bridge'], [name]) == before
     assert docker_exec(name, 'ip', 'link', 'show', 'eth1').returncode != 0
 
 
@@ -255,21 +255,21 @@ def test_stopped_container_is_refused(containers, ovs_bridge):
 
 
 def test_duplicate_host_ifname_in_one_batch_is_refused(four, ovs_bridge):
-    before = (host_links(), ovs_dump())
+    before = scoped_state(ovs_bridge, four), 'npdup0' in host_links()
     failed, res = run_module(MODULE, {'bridge': ovs_bridge, 'datapath_type': 'netdev', 'attachments': [
         {'container': four[0], 'host_ifname': 'npdup0'}, {'container': four[1], 'host_ifname': 'npdup0'}]})
     assert failed and "attachments[1].host_ifname: host_ifname 'npdup0' is also used by attachments[0]" in res['msg']
-    assert (host_links(), ovs_dump()) == before
+    assert (scoped_state(ovs_bridge, four), 'npdup0' in host_links()) == before
 
 
 def test_failure_late_in_batch_rolls_back_everything(four, ovs_bridge):
     """The kernel refuses item 3 while applying (a route via an unreachable next hop): items 0-2 are undone."""
     items = s2_attachments(four)
     items[3] = {'container': four[3], 'vlan': 200, 'routes': [{'dest': '10.99.0.0/16', 'via': '172.31.0.1'}]}
-    before = (host_links(), ovs_dump())
+    before = scoped_state(ovs_bridge, four)
     failed, res = run_module(MODULE, {'bridge': ovs_bridge, 'datapath_type': 'netdev', 'attachments': items})
     assert failed and 'attachments[3]' in res['msg'] and 'rolled back' in res['msg'], res
-    assert (host_links(), ovs_dump()) == before
+    assert scoped_state(ovs_bridge, four) == before
     for name in four:
         assert docker_exec(name, 'ip', 'link', 'show', 'eth1').returncode != 0
 
@@ -278,10 +278,10 @@ def test_existing_foreign_ifname_in_container_is_refused(containers, ovs_bridge)
     name = containers.start('np%s-dum' % suffix())
     pid = run(['docker', 'inspect', '-f', '{{.State.Pid}}', name]).stdout.strip()
     run(['nsenter', '-t', pid, '-n', 'ip', 'link', 'add', 'eth1', 'type', 'veth', 'peer', 'name', 'eth1p'])
-    before = (host_links(), ovs_dump())
+    before = scoped_state(ovs_bridge, [name])
     failed, res = run_module(MODULE, {'container': name, 'bridge': ovs_bridge, 'datapath_type': 'netdev'})
     assert failed and "ifname: 'eth1' already exists in container" in res['msg'], res
-    assert (host_links(), ovs_dump()) == before
+    assert scoped_state(ovs_bridge, [name]) == before
 
 
 def test_explicit_host_ifname_never_deletes_a_foreign_interface(containers, ovs_bridge):
