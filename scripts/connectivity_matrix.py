@@ -94,7 +94,7 @@ def _docker_exec(container, argv, timeout=30):
 
 
 def _retry(probe, attempts=2):
-    return any(probe() for _ in range(attempts))
+    return any(probe() for attempt in range(attempts))
 
 
 def ping(src, dst_ip, attempts=2):
@@ -140,7 +140,7 @@ def measure(nodes, pairs=None, workers=6, attempts=2, port=None):
     if pairs is None:
         pairs = [(a.name, b.name) for a in nodes for b in nodes if a.name != b.name]
     matrix = Matrix(nodes=list(nodes))
-    servers = Servers([by_name[d] for d in sorted({d for _, d in pairs})], port=port)
+    servers = Servers([by_name[d] for d in sorted({dst for src, dst in pairs})], port=port)
     try:
         def one(pair):
             src, dst = by_name[pair[0]], by_name[pair[1]]
@@ -215,8 +215,8 @@ def render(matrix, title='Connectivity from inside the containers', group_name='
         lines.append(row.rstrip())
     lines.append('')
     for check in matrix.ssh:
-        lines.append('SSH %s at %s: %s (expected yes)%s' % (check.host, check.address, _yn(check.ok),
-                                                           '' if check.ok else ' !! %s' % check.detail))
+        problem = '' if check.ok else ' !! %s' % check.detail
+        lines.append('SSH %s at %s: %s (expected yes)%s' % (check.host, check.address, _yn(check.ok), problem))
     good = sum(1 for c in matrix.cells.values() if c.ok)
     summary = '%d/%d cells as expected' % (good, len(matrix.cells))
     if matrix.ssh:
@@ -233,7 +233,7 @@ def parse_node(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n', maxsplit=1)[0])
     parser.add_argument('--node', action='append', type=parse_node, required=True,
                         help='NAME,ADDRESS,GROUP[,HOST]: a container, its address, its group (VLAN), its host')
     parser.add_argument('--lab', help='also check that every host of this lab answers SSH on its address')

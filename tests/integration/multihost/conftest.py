@@ -39,8 +39,8 @@ class PlaybookRun:
         self.recap = {}
         for line in proc.stdout.splitlines():
             if ' : ok=' in line:
-                host, _, fields = line.partition(':')
-                self.recap[host.strip()] = {k: int(v) for k, _, v in (f.partition('=') for f in fields.split())}
+                host, fields = line.split(':', 1)
+                self.recap[host.strip()] = {k: int(v) for k, v in (f.split('=', 1) for f in fields.split())}
 
     def changed(self, host):
         return self.recap[host]['changed']
@@ -128,10 +128,9 @@ class LabEnv:
         IPv4 route of the host (all tables) with the attributes the migration carries over."""
         link = (self.ipj(host, '-d', 'link', 'show', 'dev', uplink) or [{}])[0]
         addrs = (self.ipj(host, 'addr', 'show', 'dev', uplink) or [{}])[0].get('addr_info', [])
-        routes = []
-        for r in self.ipj(host, '-4', 'route', 'show', 'table', 'all'):
-            routes.append(' '.join('%s=%s' % (k, r[k]) for k in ('type', 'dst', 'gateway', 'dev', 'table', 'metric',
-                                                                  'prefsrc', 'scope', 'protocol') if k in r))
+        keys = ('type', 'dst', 'gateway', 'dev', 'table', 'metric', 'prefsrc', 'scope', 'protocol')
+        routes = [' '.join('%s=%s' % (k, r[k]) for k in keys if k in r)
+                  for r in self.ipj(host, '-4', 'route', 'show', 'table', 'all')]
         return {'mac': link.get('address'), 'mtu': link.get('mtu'), 'master': link.get('master'),
                 'addresses': sorted('%s/%s' % (a['local'], a['prefixlen']) for a in addrs
                                     if a.get('scope') == 'global'),

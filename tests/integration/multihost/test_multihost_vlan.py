@@ -110,7 +110,7 @@ def test_failing_host_stops_the_rollout(make_lab):
     stops there, hostB is never touched. With -e multihost_vlan_serial=2 -e multihost_vlan_max_fail_percentage=50
     the same failure does not stop hostB."""
     case = CASES[0].values[0]
-    env, _ = s3_setup(make_lab, case)
+    env = s3_setup(make_lab, case)[0]
     before = {h: env.network(h, case['uplink']) for h in HOSTS}
     # Nobody answers at .77: hostA's probe fails right after the change.
     env.write_vars(host_vars={'hostA': {'multihost_vlan_containers': [], 'multihost_vlan_probe': '10.10.101.77',
