@@ -15,7 +15,7 @@ import socket
 import time
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
-from ansible_collections.netplumb.pipework.plugins.module_utils import docker_target, netns, ovsdb
+from ansible_collections.netplumb.pipework.plugins.module_utils import attachment_store, docker_target, netns, ovsdb
 from ansible_collections.netplumb.pipework.plugins.module_utils.host_lock import host_lock
 from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import (
     NamespaceState, read_links, read_namespace)
@@ -103,8 +103,10 @@ def _resolve(attachments, docker_host, timeout):
 class Runner:
     """Carries out one run; holds the sockets and the undo journal."""
 
-    def __init__(self, params, check_mode, run_command, ovs_available=True, iproute_factory=None):
+    def __init__(self, params, check_mode, run_command, ovs_available=True, iproute_factory=None, record=True):
         self.params = params
+        # Record present attachments / forget absent ones for the persistence agent (attachment_store.py).
+        self.record = record
         self.check_mode = check_mode
         self.vsctl = ovsdb.Vsctl(run_command, params.get('database_socket'), params.get('timeout') or 30)
         self.ovs_available = ovs_available
@@ -185,6 +187,10 @@ class Runner:
             if changed and not self.check_mode:
                 self._apply(bridges, plans, purge_cmds, purge_links, host)
             results = self._results(plans, bridges)
+            if self.record and not self.check_mode:
+                added = set(name for p in plans for name in p.ovs_check)
+                self.warnings += attachment_store.record_run(self.params, attachments, results, ovs, self.vsctl,
+                                                             added_ports=added)
         finally:
             self.host_ipr.close()
         return {
