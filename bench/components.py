@@ -9,11 +9,14 @@ distorts least). What is compared, per run of N attachments:
   docker_sdk     N x docker.APIClient.inspect_container (what docker_target.py does)
   docker_sdk_noenv   the same with the session's trust_env = False (no proxy lookup from the environment per call)
   docker_raw     N inspects pipelined on one keep-alive HTTP connection (bench/floor.py)
+  docker_httpclient  N inspects with the stdlib http.client over the socket, one after the other
   ns_pyroute2    per container namespace: IPRoute() via setns + links/addrs/routes dumps (netlink_state.py)
+  ns_pyroute2_open   per container namespace: only IPRoute() via setns, and close
   ns_raw         the same three dumps with a raw netlink socket (no decoding beyond what planning needs)
   ovs_read       one `ovs-vsctl --format=json` read of Bridge/Port/Interface (ovsdb.Vsctl.read_state)
 """
 
+import http.client
 import json
 import os
 import socket
@@ -78,6 +81,30 @@ def in_namespace(pid, factory):
         os.close(home)
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """Stdlib HTTP/1.1 over the Docker socket: what docker_target.py could use instead of the SDK."""
+
+    def __init__(self, path='/var/run/docker.sock'):
+        super().__init__('localhost')
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+
+
+def http_inspects(names):
+    """One keep-alive connection, one GET /containers/NAME/json after the other (no pipelining)."""
+    conn = UnixHTTPConnection()
+    pids = []
+    for name in names:
+        conn.request('GET', '/containers/%s/json' % name)
+        resp = conn.getresponse()
+        pids.append(json.loads(resp.read())['State']['Pid'])
+    conn.close()
+    return pids
+
+
 def main():
     with open(sys.argv[1]) as f:
         spec = json.load(f)
@@ -97,6 +124,7 @@ def main():
     out['docker_sdk_noenv'] = timed(lambda: [api.inspect_container(x) for x in names])[0]
     api.close()
     out['docker_raw'], pids = timed(lambda: floor.docker_pids(names))
+    out['docker_httpclient'] = timed(lambda: http_inspects(names))[0]
 
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
     from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import read_namespace  # noqa
@@ -109,6 +137,11 @@ def main():
             finally:
                 ipr.close()
     out['ns_pyroute2'] = timed(pyroute2_reads)[0]
+
+    def pyroute2_open_only():
+        for pid in pids:
+            in_namespace(pid, IPRoute).close()
+    out['ns_pyroute2_open'] = timed(pyroute2_open_only)[0]
 
     def raw_reads():
         total = 0

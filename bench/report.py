@@ -45,6 +45,20 @@ def spread(runs, key='wall'):
     return ' (%s-%s)' % (fmt(min(vals), '', 2), fmt(max(vals), '', 2))
 
 
+def paired(num, den, key_num='wall', key_den='wall'):
+    """Median of per-repetition ratios num[i] / den[i] (runs of one repetition ran minutes apart at most)."""
+    vals = [x[key_num] / y[key_den] for x, y in zip(num or [], den or [])
+            if x.get(key_num) is not None and y.get(key_den)]
+    return (statistics.median(vals), min(vals), max(vals)) if vals else (None, None, None)
+
+
+def pfmt(triple):
+    mid, lo, hi = triple
+    if mid is None:
+        return 'n/a'
+    return rfmt(mid) if lo == hi else '%s (%s-%s)' % (rfmt(mid), rfmt(lo), rfmt(hi))
+
+
 def single_rows(res):
     rows = []
     for n in sorted(res['single'], key=int):
@@ -68,16 +82,21 @@ def targets(res, rows):
         n = r['n']
         speed = ratio(r['c'], r['a'])
         out.append(('(a) at N=%d at least 5x faster than (c) (stretch 8x)' % n,
-                    '%s faster (a %s, c %s)' % (rfmt(speed), fmt(r['a']), fmt(r['c'])),
+                    '%s faster (medians: a %s, c %s; per repetition %s)'
+                    % (rfmt(speed), fmt(r['a']), fmt(r['c']), pfmt(paired(r['runs']['c'], r['runs']['a']))),
                     None if speed is None else ('met, stretch met' if speed >= 8 else 'met, stretch missed' if speed >= 5
                                                 else 'MISSED')))
         within = ratio(r['a_int'], r['d_int'])
         out.append(('(a) module-internal at N=%d within 1.5x of the floor (d)' % n,
-                    '%s of the floor (module %s, floor %s)' % (rfmt(within), fmt(r['a_int']), fmt(r['d_int'])),
+                    '%s of the floor (medians: module %s, floor %s; per repetition %s)'
+                    % (rfmt(within), fmt(r['a_int']), fmt(r['d_int']),
+                       pfmt(paired(r['runs']['a'], r['runs']['d'], 'internal', 'internal'))),
                     None if within is None else ('met' if within <= 1.5 else 'MISSED')))
         noop = ratio(r['e'], r['a'])
         out.append(('(e) no-op at N=%d under half of (a)' % n,
-                    '%s of (a) (no-op %s, first run %s)' % (rfmt(noop), fmt(r['e']), fmt(r['a'])),
+                    '%s of (a) (medians: no-op %s, first run %s; per repetition %s). Module-internal: %s '
+                    '(%s vs %s)' % (rfmt(noop), fmt(r['e']), fmt(r['a']), pfmt(paired(r['runs']['e'], r['runs']['a'])),
+                                    rfmt(ratio(r['e_int'], r['a_int'])), fmt(r['e_int']), fmt(r['a_int'])),
                     None if noop is None else ('met' if noop < 0.5 else 'MISSED')))
     mh = res.get('multihost') or {}
     if mh.get('1') and mh.get(str(max(int(k) for k in mh))) and max(int(k) for k in mh) > 1:
@@ -181,11 +200,55 @@ def plot(rows, res, path):
     fig.savefig(path, dpi=110)
 
 
+def components_section(comp):
+    if not comp:
+        return []
+    n = comp['n']
+
+    def row(label, key, floor_key, floor_label):
+        a, b = comp.get(key), comp.get(floor_key)
+        if not a or not b:
+            return None
+        return '| %s | %s / %s | %.2f ms | %s | %s / %s | %s |' % (
+            label, fmt(a['wall'], digits=3), fmt(a['cpu'], digits=3), a['cpu'] / n * 1000, floor_label,
+            fmt(b['wall'], digits=3), fmt(b['cpu'], digits=3), rfmt(ratio(a['cpu'], b['cpu'])))
+    lines = ['', 'The pieces, priced at N=%d on the wired host (`bench/components.py`; wall / CPU seconds of the '
+             'measuring process; CPU is what a loaded machine distorts least):' % n, '',
+             '| piece, as the module does it | wall / CPU | CPU per item | the least it can cost | wall / CPU | CPU ratio |',
+             '|---|---:|---:|---|---:|---:|']
+    for r in (row('%d Docker inspects with the Docker SDK (`docker_target.py`)' % n, 'docker_sdk', 'docker_raw',
+                  'pipelined raw HTTP on one connection (floor.py)'),
+              row('the same, SDK session with `trust_env = False`', 'docker_sdk_noenv', 'docker_httpclient',
+                  'stdlib `http.client` over the socket, one by one'),
+              row('%d namespaces: `IPRoute()` via setns + link/addr/route dumps (`netlink_state.py`)' % n,
+                  'ns_pyroute2', 'ns_raw', 'raw netlink socket, same three dumps'),
+              row('of which opening `IPRoute()` in the namespace', 'ns_pyroute2_open', 'ns_raw',
+                  '(the raw figure includes its dumps)')):
+        if r:
+            lines.append(r)
+    imports = comp.get('imports_ms') or {}
+    lines.append('')
+    lines.append('Imports in a fresh interpreter on the host (paid by every module run, outside `elapsed`): %s; '
+                 'one `ovs-vsctl` JSON read of Bridge/Port/Interface with N ports: %s.'
+                 % (', '.join('`%s` %d ms' % (k, v) for k, v in imports.items()),
+                    fmt((comp.get('ovs_read') or {}).get('wall'), digits=3)))
+    return lines
+
+
 def profile_section(res):
     prof = res.get('profile') or {}
     if not prof:
         return []
     lines = []
+    for phase in ('first', 'noop'):
+        p = prof.get(phase)
+        if p and p.get('cpu') is not None:
+            lines.append('')
+            lines.append('Module process at N=%d, %s, run plainly (not profiled): `elapsed` %s, process %s, CPU %s '
+                         '(+ %s in ovs-vsctl children).' % (p['n'], 'first run' if phase == 'first' else 'no-op re-run',
+                                                           fmt(p.get('internal')), fmt(p.get('wall')), fmt(p.get('cpu')),
+                                                           fmt(p.get('cpu_children'))))
+    lines += components_section(prof.get('components'))
     interesting = ('veth_apply', 'docker_target', 'netlink_state', 'netns', 'ovsdb', 'attachment_store', 'veth_plan',
                    'veth_spec', 'host_lock', 'inspect_container', 'pyroute2/__init__', 'docker/__init__',
                    'run_command', 'subprocess.py', 'basic.py', 'requests/sessions', 'iproute/linux', 'get_links',
@@ -195,8 +258,9 @@ def profile_section(res):
         if not p:
             continue
         lines.append('')
-        lines.append('cProfile of the module process at N=%d, %s run (module `elapsed` %s, process %s; `%s`):'
-                     % (p['n'], 'first' if phase == 'first' else 'no-op', fmt(p['internal']), fmt(p['wall']), p['stats']))
+        lines.append('cProfile of the module process at N=%d, %s run (under the profiler: `elapsed` %s; `%s`):'
+                     % (p['n'], 'first' if phase == 'first' else 'no-op', fmt(p.get('profiled_internal', p.get('internal'))),
+                        p['stats']))
         lines.append('')
         lines.append('| function | calls | cumulative s | own s |')
         lines.append('|---|---:|---:|---:|')
@@ -231,8 +295,9 @@ def render(res, rows, png_rel):
     L.append('')
     L.append('## Single host: N containers, each with a VLAN tag (4 VLANs) and an IPv4 address')
     L.append('')
-    L.append('Median of %d runs (range in brackets); each run starts from the same state (a fresh, empty '
-             '`netdev` bridge, containers running with `--net=none` and no extra interface).' % res['args']['reps'])
+    L.append('Median of the repetitions made (%s; range in brackets); each run starts from the same state (a fresh, '
+             'empty `netdev` bridge, containers running with `--net=none` and no extra interface).'
+             % ', '.join('N=%d: %d' % (r['n'], len(r['runs']['a'])) for r in rows))
     L.append('')
     L.append('| N | (a) one task | (a) module-internal | (e) no-op re-run | (e) module-internal | (b) loop (1 run) '
              '| (c) ovs-docker loop | (d) floor, process | (d) floor, internal |')
@@ -262,6 +327,11 @@ def render(res, rows, png_rel):
              "round trip, the module's transfer, interpreter start-up and imports on the host, and the result's "
              "return.")
     L.append('')
+    fixed = res.get('fixed') or []
+    if fixed:
+        L.append('For reference, (f) a play with one `ansible.builtin.ping` task to the same host takes %s '
+                 '(its task %s): the fixed cost of any one-task run over SSH here.' % (fmt(med(fixed)), fmt(med(fixed, 'task'))))
+        L.append('')
     L.append('| N | (a) wall | start-up and play set-up | task | of which module | rest of the task | (e) task | of which module |')
     L.append('|---:|---:|---:|---:|---:|---:|---:|---:|')
     for r in rows:
@@ -294,8 +364,9 @@ def render(res, rows, png_rel):
         L.append('## Multi-host')
         L.append('')
         L.append('`%s` on k lab hosts at once (serial = k, forks = max(8, k)), %d containers per host. Every run starts '
-                 'from freshly built lab hosts (uplink a plain NIC, no bridge). Median of %d runs.'
-                 % (res.get('multihost_playbook'), res['args']['mh_containers'], res['args']['mh_reps']))
+                 'from freshly built lab hosts (uplink a plain NIC, no bridge). Median of the runs made (%s).'
+                 % (res.get('multihost_playbook'), res['args']['mh_containers'],
+                    ', '.join('%s hosts: %d' % (k, len(mh[k])) for k in sorted(mh, key=int))))
         L.append('')
         L.append('| hosts | containers | wall | vs 1 host | docker_veth module time per host (median of hosts) | slowest tasks |')
         L.append('|---:|---:|---:|---:|---:|---|')
@@ -329,6 +400,12 @@ def render(res, rows, png_rel):
         L.append('| the same task again (no change) | %s | %s |' % (fmt(data.get('rerun_wall')), fmt(data.get('rerun_module'), digits=3)))
         L.append('| loop of ansible.builtin.iptables tasks, one DNAT rule each | %s | |' % fmt(data.get('iptables_loop_wall')))
         L.append('| **loop / one task** | **%s** | |' % rfmt(data.get('ratio')))
+        probe = (res.get('nat_probe') or {}).get('data')
+        if probe and probe.get('ports') != data.get('ports'):
+            L.append('')
+            L.append('The 50-port probe run before it: one task %s (module %s), loop %s, ratio %s.'
+                     % (fmt(probe.get('nat_portmap_wall')), fmt(probe.get('nat_portmap_module'), digits=3),
+                        fmt(probe.get('iptables_loop_wall')), rfmt(probe.get('ratio'))))
     else:
         L.append('`bench/nat_portmap_bench.py` gave no figure (rc %s after %s):' % (nat.get('rc'), fmt(nat.get('wall'))))
         L.append('')

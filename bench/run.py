@@ -321,6 +321,11 @@ class Bench:
         return {'wall': wall, 'internal': r.get('elapsed'), 'changed': r['changed'],
                 'task': r['end'] - cb['tasks'][0]['start'] if cb['tasks'] else None, 'playbook_total': cb.get('total')}
 
+    def method_f(self, host):
+        wall, cb = self.playbook(BENCH / 'playbooks' / 'ping.yml', host, {})
+        r = [x for x in cb['results'] if x['host'] == host][0]
+        return {'wall': wall, 'task': r['end'] - cb['tasks'][0]['start'] if cb['tasks'] else None}
+
     def method_b(self, host, items):
         attachments = [{'container': it['container'], 'address': it['address'], 'vlan': it['vlan']} for it in items]
         wall, cb = self.playbook(BENCH / 'playbooks' / 'loop.yml', host,
@@ -350,7 +355,7 @@ class Bench:
     # -- the time budget
     def fits(self, estimate, what):
         """True when `what` (estimated `estimate` s) fits in --budget, leaving time for cleanup and report."""
-        reserve = 120 + 0.5 * self.container_seconds  # lab down, container removal, report
+        reserve = 60 + 0.3 * self.container_seconds  # lab down, container removal, report
         if self.elapsed() + estimate + reserve <= self.args.budget:
             return True
         msg = ('%s skipped to stay within the %d s budget (estimated %.0f s, %.0f s already spent)'
@@ -382,6 +387,10 @@ class Bench:
                          % (n, rep + 1, e['wall'], e['internal'] or 0, e['changed']))
                 if e['changed']:
                     self.results['notes'].append('no-op re-run at N=%d reported changed' % n)
+        if n == min(self.args.sizes):
+            f = self.method_f(host)
+            self.results.setdefault('fixed', []).append(f)
+            self.log('rep %d f (one ping task): %.2f s (task %.2f s)' % (rep + 1, f['wall'], f['task'] or 0))
         self.rep_seconds[n] = time.monotonic() - t
         self.save()
 
@@ -452,34 +461,43 @@ class Bench:
 
     def nat(self):
         """bench/nat_portmap_bench.py (the nat_portmap work's script, called as it is): 500 ports, one task vs
-        a loop of ansible.builtin.iptables tasks. Fewer ports when 500 would overrun the budget (said so)."""
+        a loop of ansible.builtin.iptables tasks. A 50-port probe first prices one iptables task; fewer than
+        500 ports only when 500 would overrun the budget (and the report says so)."""
         script = BENCH / 'nat_portmap_bench.py'
         if not script.exists():
             self.results['nat'] = {'missing': 'bench/nat_portmap_bench.py is not there (yet)'}
             self.log('nat: bench/nat_portmap_bench.py not present, skipped')
             return
-        helptext = run([self.python, script, '--help'], check=False)[1]
-        text = helptext.stdout + helptext.stderr
-        ports = 50 if self.args.quick else 500
-        per_task = self.loop_per_item or 1.0  # an Ansible task round trip, from (b)
-        reserve = 120 + 0.5 * self.container_seconds
-        left = self.args.budget - self.elapsed() - reserve
-        while ports > 50 and ports * per_task * 1.2 + 60 > left:
-            ports //= 2
-        if ports != (50 if self.args.quick else 500):
-            note = ('nat_portmap benchmark run with %d ports instead of 500: 500 iptables tasks at %.1f s each would '
-                    'overrun the budget' % (ports, per_task))
+        helped = run([self.python, script, '--help'], check=False)[1]
+        text = helped.stdout + helped.stderr
+        wanted = 50 if self.args.quick else 500
+        probe = self.nat_once(script, text, 50, 'nat-probe')
+        self.results['nat_probe'] = probe
+        if wanted == 50 or not (probe.get('data') or {}).get('iptables_loop_wall'):
+            self.results['nat'] = probe
+            return
+        per_task = probe['data']['iptables_loop_wall'] / 50
+        ports = wanted
+        left = self.args.budget - self.elapsed() - (60 + 0.3 * self.container_seconds)
+        while ports > 50 and ports * per_task * 1.3 + 30 > left:
+            ports = ports * 2 // 3
+        if ports != wanted:
+            note = ('nat_portmap benchmark run with %d ports instead of %d: at %.2f s per iptables task (50-port probe) '
+                    '%d would overrun the budget' % (ports, wanted, per_task, wanted))
             self.log(note)
             self.results['notes'].append(note)
+        self.results['nat'] = self.nat_once(script, text, ports, 'nat')
+
+    def nat_once(self, script, helptext, ports, tag):
         argv = [self.python, script]
-        if '--ports' in text:
+        if '--ports' in helptext:
             argv += ['--ports', str(ports)]
-        if '--json' in text:
+        if '--json' in helptext:
             argv.append('--json')
         t = time.monotonic()
         proc = subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 cwd=REPO, start_new_session=True)
-        timeout = max(120, left)
+        timeout = max(120, self.args.budget - self.elapsed() - 60)
         try:
             stdout, stderr = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -492,12 +510,14 @@ class Bench:
                 stdout, stderr = proc.communicate()
             self.results['notes'].append('nat_portmap benchmark stopped after %.0f s (budget)' % timeout)
         wall = time.monotonic() - t
-        (self.out / 'nat.log').write_text('$ %s\nrc=%s\n%s\n%s' % (' '.join(map(str, argv)), proc.returncode, stdout, stderr))
+        (self.out / ('%s.log' % tag)).write_text('$ %s\nrc=%s\n%s\n%s' % (' '.join(map(str, argv)), proc.returncode,
+                                                                          stdout, stderr))
         data = last_json(stdout or '')
-        self.results['nat'] = {'rc': proc.returncode, 'wall': wall, 'data': data, 'ports': ports,
-                               'stdout_tail': (stdout or '')[-3000:], 'stderr_tail': (stderr or '')[-1500:]}
-        self.log('nat: rc=%s in %.0f s: %s' % (proc.returncode, wall, json.dumps(data) if data else (stdout or '')[-300:]))
+        self.log('%s: %d ports, rc=%s in %.0f s: %s' % (tag, ports, proc.returncode, wall,
+                                                      json.dumps(data) if data else (stdout or '')[-300:]))
         self.save()
+        return {'rc': proc.returncode, 'wall': wall, 'data': data, 'ports': ports,
+                'stdout_tail': (stdout or '')[-3000:], 'stderr_tail': (stderr or '')[-1500:]}
 
     def memory(self):
         host = 'host1'
@@ -620,7 +640,7 @@ class Bench:
             for n in a.sizes[1:] if a.reps else []:
                 if self.fits(self.rep_seconds.get(a.sizes[0], 0) * n / a.sizes[0], 'N=%d' % n):
                     self.single_rep(n, 0)
-            for n in a.loop_sizes[:1]:
+            for n in [x for x in a.loop_sizes if x <= 50]:  # (b) at 10 and 50 always; 200 if time is left
                 self.loop_run(n)
             mh_order = list(a.hosts) if a.mh_reps else []
             for k in mh_order:
@@ -639,12 +659,12 @@ class Bench:
                 for n in a.sizes:
                     if str(n) in self.results['single'] and self.fits(self.rep_seconds[n], 'N=%d rep %d' % (n, rep + 1)):
                         self.single_rep(n, rep)
-            for n in a.loop_sizes[1:]:
-                self.loop_run(n)
             for rep in range(1, a.mh_reps):
                 for k in mh_order:
                     if k in self.mh_seconds and self.fits(self.mh_seconds[k], 'multi-host k=%d rep %d' % (k, rep + 1)):
                         self.multihost_rep(k, rep)
+            for n in [x for x in a.loop_sizes if x > 50]:
+                self.loop_run(n)
         except BaseException as exc:
             self.results['notes'].append('bench aborted: %r' % exc)
             self.log('ABORTED: %r' % exc)
