@@ -20,6 +20,7 @@
 #
 # Exit status: 0 when every stage passed or was skipped, 1 otherwise, 2 for bad usage.
 # Environment: NP_KEEP_GOING=1 runs the remaining stages after a failure; NP_SKIP_SETUP=1 skips setup;
+# NP_INTEGRATION_WORKERS (default 2; 0 = one by one) sets the integration stage's pytest-xdist workers;
 # NP_SANITY_ARGS adds arguments to ansible-test sanity. Logs: tests/output/test-sh/<stage>.log.
 # shellcheck disable=SC2317  # stage_* and trap functions are called indirectly
 set -uo pipefail
@@ -147,7 +148,7 @@ run_pytest() {
     note[$stage]="no test files under $*"
     return 77
   fi
-  python -m pytest "${dirs[@]}" "${pytest_args[@]}" 2>&1 | tee "$log"
+  python -m pytest "${dirs[@]}" "${extra_pytest_args[@]}" "${pytest_args[@]}" 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   last=$(grep -aE '^=+ .* in [0-9.]+s' "$log" | tail -n 1 | sed -E 's/^=+ //; s/ =+$//')
   note[$stage]=$last
@@ -167,6 +168,7 @@ stage_setup() {
 }
 
 stage_unit() {
+  local extra_pytest_args=()
   run_pytest unit tests/unit
 }
 
@@ -177,7 +179,14 @@ stage_integration() {
     return 1
   fi
   bash "$NP_REPO/scripts/services.sh" start || { note[integration]="dockerd/OVS not up"; return 1; }
-  # tests/lab: real tests of the lab tool (namespaces, sshd, OVS), same needs as integration tests
+  # tests/lab: real tests of the lab tool (namespaces, sshd, OVS), same needs as integration tests.
+  # Most of their time is spent waiting (expected-to-fail pings, revert timers, SSH), so two workers
+  # nearly halve the stage. Every test works in its own namespaces, bridges, containers and record
+  # store; --dist loadfile keeps each file's tests (which share fixtures) on one worker.
+  # NP_INTEGRATION_WORKERS=0 runs them one by one.
+  local workers=${NP_INTEGRATION_WORKERS:-2}
+  local extra_pytest_args=()
+  if [ "$workers" != 0 ]; then extra_pytest_args=(-n "$workers" --dist loadfile); fi
   run_pytest integration tests/integration tests/lab
 }
 
