@@ -324,11 +324,15 @@ class Runner:
                 commands.append(['set', 'Bridge', b.name, 'external_ids:%s=%s' % (ovsdb.EXT_OWNER, ovsdb.quote(ovsdb.OWNER))])
                 check.append(b.name)
                 undo.append(['--if-exists', 'del-br', b.name])
+        pre = []
         for p in plans:
+            pre += p.ovs_pre_commands
             commands += p.ovs_commands
             check += p.ovs_check
             undo = p.ovs_undo + undo
         commands += purge_cmds
+        if pre:
+            self.vsctl.transact(pre)
         if not commands:
             return
         stderr = self.vsctl.transact(commands)

@@ -107,6 +107,7 @@ class AttachmentPlan:
         self.host_mtu = None
         self.host_up = False
         self.ovs_commands = []
+        self.ovs_pre_commands = []     # stale rows removed in an earlier transaction (see _plan_bridge_port)
         self.ovs_check = []            # interfaces to read back after the transaction
         self.ovs_undo = []             # commands that undo ovs_commands
         self.ns_ops = []               # container-side operations, in order
@@ -252,7 +253,11 @@ def _plan_bridge_port(p, want, bridge, ovs_port, current_bridge, new):
         tag = want.vlan if want.vlan else None
         if want.vlan is None and ovs_port is not None:
             tag = ovs_port.get('tag')  # unset vlan: keep what the port had
-        p.ovs_commands += ovsdb.cmd_del_port(want.host_ifname)
+        if ovs_port is not None:
+            # A stale row of the same name (its veth died with the container) must go in an EARLIER
+            # transaction: deleted and re-added in one, the userspace datapath keeps the dead device and
+            # the new veth never passes traffic.
+            p.ovs_pre_commands += ovsdb.cmd_del_port(want.host_ifname)
         p.ovs_commands += ovsdb.cmd_add_port(want.bridge, want.host_ifname, tag=tag, iface_external_ids=ids)
         p.ovs_check.append(want.host_ifname)
         p.ovs_undo += ovsdb.cmd_del_port(want.host_ifname)

@@ -135,8 +135,9 @@ options:
     type: int
     default: 30
 notes:
-  - Addresses the module adds live in the kernel only. They survive neither a container restart nor a host
-    reboot unless re-applied (run the playbook again).
+  - Addresses, routes and veths live in the kernel only. A container restart or a host reboot loses them;
+    the P(netplumb.pipework.persistence#role) role's agent re-applies them from the records this module
+    keeps (C(/var/lib/netplumb-pipework), or C($NETPLUMB_STATE_DIR)), or run the playbook again.
 seealso:
   - module: netplumb.pipework.ovs_vlan_port
   - module: netplumb.pipework.nat_portmap

@@ -24,8 +24,14 @@ def run(argv, check=True, **kwargs):
     return subprocess.run(argv, check=check, capture_output=True, text=True, **kwargs)
 
 
+# docker_veth records attachments for the persistence agent; tests keep theirs out of the host's
+# /var/lib/netplumb-pipework (a test that needs a store of its own sets NETPLUMB_STATE_DIR itself).
+TEST_STATE_DIR = tempfile.mkdtemp(prefix='np-test-records-')
+
+
 def ansible_env():
     env = dict(os.environ)
+    env.setdefault('NETPLUMB_STATE_DIR', TEST_STATE_DIR)
     env.update({
         'ANSIBLE_COLLECTIONS_PATH': os.path.join(REPO, '.build', 'collections'),
         'ANSIBLE_NOCOLOR': '1',

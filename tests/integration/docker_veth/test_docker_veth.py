@@ -187,6 +187,24 @@ def test_recreated_container_is_a_new_attachment_and_old_port_is_purged(containe
     assert ovs_port(old) is None
 
 
+def test_rerun_after_container_restart_passes_traffic_again(containers, ovs_bridge):
+    """A restart kills the veth but OVS keeps the row; the re-run must bring a WORKING port back."""
+    a = containers.start('np%s-ra' % suffix())
+    b = containers.start('np%s-rb' % suffix())
+    args = {'bridge': ovs_bridge, 'datapath_type': 'netdev', 'attachments': [
+        {'container': a, 'address': ['10.55.0.2/24'], 'vlan': 9},
+        {'container': b, 'address': ['10.55.0.3/24'], 'vlan': 9}]}
+    failed, res = run_module(MODULE, args)
+    assert not failed, res
+    run(['docker', 'restart', '-t', '0', a])
+    assert docker_exec(a, 'ip', 'link', 'show', 'eth1').returncode != 0
+    failed, res = run_module(MODULE, args)
+    assert not failed, res
+    # 'recreated' when the kernel has not yet destroyed the old namespace's veth (that happens later).
+    assert res['attachments'][0]['action'] in ('created', 'recreated') and res['attachments'][1]['action'] == 'none'
+    assert can_ping(b, '10.55.0.2') and can_tcp(b, a, '10.55.0.2')
+
+
 def test_absent_after_docker_rm_purges_leftovers(containers, ovs_bridge):
     name = containers.start('np%s-gone' % suffix())
     failed, res = run_module(MODULE, {'container': name, 'bridge': ovs_bridge, 'datapath_type': 'netdev',

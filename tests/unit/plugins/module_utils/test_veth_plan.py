@@ -220,3 +220,15 @@ def test_purge_keeps_the_current_container_and_other_ifnames():
     ovs = ovs_state(['ovs0'], [('ovs0', 'npmine', 5, mine), ('ovs0', 'npother', 5, other)])
     cmds, dummy_links, dummy_notes = plan_purge(a, NamespaceState([], [], []), ovs, keep_container_id=a.container.id)
     assert cmds == []
+
+
+def test_stale_row_after_container_restart_is_removed_in_an_earlier_transaction():
+    """The veth died with the container's namespace, OVS kept the row: delete it first, re-add after."""
+    a = want(container='test1', bridge='ovs0', vlan=100)
+    host = NamespaceState([link(1, 'lo')], [], [])
+    ovs = ovs_state(['ovs0'], [('ovs0', a.host_ifname, 100, {})])
+    p = plan_present(a, plan_bridges([a], host, ovs)['ovs0'], host, ovs, EMPTY_NS)
+    assert p.action == 'created'
+    assert p.ovs_pre_commands == [['--if-exists', 'del-port', a.host_ifname]]
+    assert ['add-port', 'ovs0', a.host_ifname, 'tag=100'] in p.ovs_commands
+    assert not any(c[:2] == ['--if-exists', 'del-port'] for c in p.ovs_commands)
