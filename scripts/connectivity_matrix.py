@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Who reaches whom, measured from inside the containers: ping and TCP for every ordered pair.
 
 Used by scripts/demo.sh (scenario S3) and by the integration tests. A node is a container with the address
