@@ -120,7 +120,7 @@ OVS_COLUMNS = {
 
 def ovs_rows(bridge=None, watch=(), db=None):
     """Rows of ``bridge`` and rows named in ``watch``: {table: {name: {column: value}}}."""
-    argv = ['ovs-vsctl', '--timeout=10'] + (['--db=%s' % db] if db else []) + ['--format=json']
+    argv = ['ovs-vsctl', '--timeout=30'] + (['--db=%s' % db] if db else []) + ['--format=json']
     for table in ('Bridge', 'Port', 'Interface'):
         argv += ['--', '--columns=%s' % OVS_COLUMNS[table], 'list', table]
     for attempt in range(5):  # other tests restart ovsdb-server (fault tests): wait for it to come back
