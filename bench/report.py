@@ -244,10 +244,11 @@ def profile_section(res):
         p = prof.get(phase)
         if p and p.get('cpu') is not None:
             lines.append('')
+            what = 'first run' if phase == 'first' else 'no-op re-run'
             lines.append('Module process at N=%d, %s, run plainly (not profiled): `elapsed` %s, process %s, CPU %s '
-                         '(+ %s in ovs-vsctl children).' % (p['n'], 'first run' if phase == 'first' else 'no-op re-run',
-                                                           fmt(p.get('internal')), fmt(p.get('wall')), fmt(p.get('cpu')),
-                                                           fmt(p.get('cpu_children'))))
+                         '(+ %s in ovs-vsctl children).'
+                         % (p['n'], what, fmt(p.get('internal')), fmt(p.get('wall')), fmt(p.get('cpu')),
+                            fmt(p.get('cpu_children'))))
     lines += components_section(prof.get('components'))
     interesting = ('veth_apply', 'docker_target', 'netlink_state', 'netns', 'ovsdb', 'attachment_store', 'veth_plan',
                    'veth_spec', 'host_lock', 'inspect_container', 'pyroute2/__init__', 'docker/__init__',

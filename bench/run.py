@@ -513,8 +513,8 @@ class Bench:
         (self.out / ('%s.log' % tag)).write_text('$ %s\nrc=%s\n%s\n%s' % (' '.join(map(str, argv)), proc.returncode,
                                                                           stdout, stderr))
         data = last_json(stdout or '')
-        self.log('%s: %d ports, rc=%s in %.0f s: %s' % (tag, ports, proc.returncode, wall,
-                                                      json.dumps(data) if data else (stdout or '')[-300:]))
+        detail = json.dumps(data) if data else (stdout or '')[-300:]
+        self.log('%s: %d ports, rc=%s in %.0f s: %s' % (tag, ports, proc.returncode, wall, detail))
         self.save()
         return {'rc': proc.returncode, 'wall': wall, 'data': data, 'ports': ports,
                 'stdout_tail': (stdout or '')[-3000:], 'stderr_tail': (stderr or '')[-1500:]}
