@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -30,8 +31,18 @@ import pytest
 import testinfra
 
 SCENARIO = os.environ.get('MOLECULE_SCENARIO_NAME', '')
+
+
+def lab_name(scenario=SCENARIO, project=None):
+    """The scenario's lab: m<5 hex digits of the checkout's path>-<scenario> (np_lab_name in
+    ../config.yml); namespace and container names are machine-wide, so two checkouts must differ."""
+    project = os.environ.get('MOLECULE_PROJECT_DIRECTORY', '') if project is None else project
+    return f"m{hashlib.sha1(project.encode('utf-8')).hexdigest()[:5]}-{scenario}"
+
+
+LAB = os.environ.get('NP_LAB_NAME') or lab_name()
 # Container names: prepare.yml starts <prefix><short name> (np_prefix in ../config.yml).
-PREFIX = os.environ.get('NP_CONTAINER_PREFIX', f'mol-{SCENARIO}-')
+PREFIX = os.environ.get('NP_CONTAINER_PREFIX', f'{LAB}-')
 HTTP_PORT = 80
 # Seconds a probe waits for an answer: the cost of the expected failures (they all run at once).
 PROBE_TIMEOUT = 3

@@ -6,7 +6,7 @@
     molecule test -s ovs_vlan
     python3 tests/molecule/leftovers.py check ovs_vlan --before /tmp/before.json
 
-Looks for: the lab's namespaces (np-mol-SCENARIO-*), processes that name the lab (sshd, OVS daemons,
+Looks for: the lab's namespaces (np-m<hash>-SCENARIO-*), processes that name the lab (sshd, OVS daemons,
 ssh masters, relays), armed reverts of host_bridge_migrate left in a namespace that is gone, its state
 directory, the scenario's containers (label netplumb.molecule), its
 bridge-migration records (reported, not counted: once a namespace is gone its records cannot be
@@ -18,6 +18,7 @@ against the wrong host). Exit status 1 when anything is left. Read-only; run as 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -72,17 +73,22 @@ def orphan_reverts():
             if _netns_inode(line.split()[0]) not in named]
 
 
+def lab_name(scenario):
+    """As np_lab_name in extensions/molecule/config.yml: m<5 hex digits of the checkout's path>-<scenario>."""
+    return f"m{hashlib.sha1(str(REPO).encode('utf-8')).hexdigest()[:5]}-{scenario}"
+
+
 def check(scenario, before):
-    lab = f'mol-{scenario}'
+    lab, state = lab_name(scenario), REPO / 'lab-state' / f'mol-{scenario}'
     left = {}
     namespaces = [line.split()[0] for line in _run(['ip', 'netns', 'list']).splitlines()
                   if line.startswith(f'np-{lab}-')]
     left['namespaces'] = namespaces
-    left['processes'] = processes_naming([f'np-{lab}-', f'lab-state/{lab}/', f'lab-state/{lab} '])
+    left['processes'] = processes_naming([f'np-{lab}-', f'{state}/', f'{state} '])
     left['orphan_reverts'] = orphan_reverts()
-    left['state_dir'] = [str(p) for p in (REPO / 'lab-state' / lab, REPO / 'lab-state' / f'{lab}.lock') if p.exists()]
+    left['state_dir'] = [str(p) for p in (state, Path(f'{state}.lock')) if p.exists()]
     left['containers'] = _run(['docker', 'ps', '--all', '--format', '{{.Names}}',
-                               '--filter', f'label=netplumb.molecule={scenario}']).split()
+                               '--filter', f'label=netplumb.molecule={lab}']).split()
     left['containers'] += [name for name in _run(['docker', 'ps', '--all', '--format', '{{.Names}}']).split()
                            if name.startswith(f'{lab}-') and name not in left['containers']]
     # records of namespaces that no longer exist are the lab's (or another finished test's)

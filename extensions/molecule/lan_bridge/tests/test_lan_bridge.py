@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from pipework_checks import SCENARIO, Box, Job, assert_reach, assert_ssh
+from pipework_checks import LAB, Box, Job, assert_reach, assert_ssh
 
 HOST, HOST_IP, HOST_ADDRESS = 'hostA', '192.168.1.102', '192.168.1.102/24'
 UPLINK, BRIDGE, GATEWAY = 'enp0s3', 'br0', '192.168.1.1'
-CLIENT, CLIENT_PORT, CLIENT_NETNS = '192.168.1.200', 8080, f'np-mol-{SCENARIO}-lan'
+CLIENT, CLIENT_PORT, CLIENT_NETNS = '192.168.1.200', 8080, f'np-{LAB}-lan'
 NOBODY = '192.168.1.199'  # an unused LAN address
 TEST1 = Box('test1', HOST, '192.168.1.150/24')
 CONTAINERS = {'test1': TEST1}

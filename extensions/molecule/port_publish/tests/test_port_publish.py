@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import pytest
 
-from pipework_checks import PREFIX, SCENARIO, Box, Job, assert_reach, assert_ssh
+from pipework_checks import LAB, PREFIX, Box, Job, assert_reach, assert_ssh
 
 HOST, HOST_IP, HOST_ADDRESS, GATEWAY = 'host1', '10.10.101.105', '10.10.101.105/24', '10.10.101.254'
 BRIDGE, BRIDGE_ADDRESS = 'br-publish', '172.30.0.1/16'
-CLIENT, CLIENT_NETNS = '10.10.101.200', f'np-mol-{SCENARIO}-lan'
+CLIENT, CLIENT_NETNS = '10.10.101.200', f'np-{LAB}-lan'
 WEB1 = Box('web1', HOST, '172.30.0.2/16')
 WEB2 = Box('web2', HOST, '172.30.0.3/16')
 CONTAINERS = {'web1': WEB1, 'web2': WEB2}
