@@ -1,7 +1,9 @@
 """Run the docker_veth module in THIS process, as Ansible would (python -m style, args from a JSON file), and
 report its peak memory; optionally under cProfile. Run it inside a lab host:
 
-    python module_child.py ARGS.json OUT.json [--profile STATS.prof]
+    python module_child.py ARGS.json OUT.json [--profile STATS.prof] [--module NAME]
+
+NAME: a module of the collection (default docker_veth).
 
 ARGS.json: {"ANSIBLE_MODULE_ARGS": {...}}. OUT.json gets {"result": <module result>, "vmhwm_kb": ...,
 "vmrss_kb": ..., "wall": seconds from before the module's imports to its exit, "cpu": user+sys CPU seconds of this process,
@@ -31,7 +33,9 @@ def proc_status(key):
 
 def main():
     args_path, out_path = sys.argv[1], sys.argv[2]
-    profile_path = sys.argv[4] if len(sys.argv) > 4 and sys.argv[3] == '--profile' else None
+    opts = dict(zip(sys.argv[3::2], sys.argv[4::2]))
+    profile_path = opts.get('--profile')
+    module = MODULE.rsplit('.', 1)[0] + '.' + opts['--module'] if '--module' in opts else MODULE
     started = time.monotonic()
     captured = io.StringIO()
     profiler = cProfile.Profile() if profile_path else None
@@ -54,13 +58,13 @@ def main():
                        'cpu_children': round(kids.ru_utime + kids.ru_stime, 4)}, f)
 
     atexit.register(report)
-    sys.argv = [MODULE, args_path]
+    sys.argv = [module, args_path]
     real_stdout = sys.stdout
     sys.stdout = captured
     try:
         if profiler is not None:
             profiler.enable()
-        runpy.run_module(MODULE, run_name='__main__', alter_sys=True)
+        runpy.run_module(module, run_name='__main__', alter_sys=True)
     except SystemExit:
         pass
     finally:

@@ -404,8 +404,8 @@ def render(res, rows, png_rel):
         probe = (res.get('nat_probe') or {}).get('data')
         if probe and probe.get('ports') != data.get('ports'):
             L.append('')
-            L.append('The 50-port probe run before it: one task %s (module %s), loop %s, ratio %s.'
-                     % (fmt(probe.get('nat_portmap_wall')), fmt(probe.get('nat_portmap_module'), digits=3),
+            L.append('The %d-port probe run before it: one task %s (module %s), loop %s, ratio %s.'
+                     % (probe.get('ports', 0), fmt(probe.get('nat_portmap_wall')), fmt(probe.get('nat_portmap_module'), digits=3),
                         fmt(probe.get('iptables_loop_wall')), rfmt(probe.get('ratio'))))
     else:
         L.append('`bench/nat_portmap_bench.py` gave no figure (rc %s after %s):' % (nat.get('rc'), fmt(nat.get('wall'))))
