@@ -21,10 +21,12 @@ Pure stdlib; used by the tests and by the callback plugin that snapshots after e
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 
@@ -233,3 +235,20 @@ def diff(before, after):
         else:
             out.append('%s: %r -> %r' % (key, b, a))
     return out
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """While the body runs, SIGTERM (a CI time budget, ``timeout``) raises KeyboardInterrupt, so the callers'
+    ``finally`` blocks remove their namespaces, containers and bridges, and subprocess.run kills its child."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt('SIGTERM')
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

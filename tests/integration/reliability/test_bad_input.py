@@ -375,52 +375,53 @@ def outcome():
     containers = Containers()
     world = World(containers)
     workdir = tempfile.mkdtemp(prefix='np-rel-bad-')
-    try:
-        world.up()
-        names = world.names
-        play = build_playbook(CASES, names)
-        play_path = os.path.join(workdir, 'bad_input.yml')
-        with open(play_path, 'w') as f:
-            json.dump(play, f, indent=1)
-        out_path = os.path.join(workdir, 'cases.json')
-        watch = set([world.ovs])
-        for c in CASES:
-            watch.update(strings_of(fill(c.get('args') or c.get('vars'), names)))
-        env = ansible_env()
-        env.update({
-            'NP_CASES_OUT': out_path,
-            'NP_SNAP_BRIDGE': world.ovs,
-            'NP_SNAP_WATCH': json.dumps(sorted(watch)),
-            'NETPLUMB_STATE_DIR': world.state_dir,
-            'ANSIBLE_CALLBACK_PLUGINS': os.path.join(HERE, 'callback_plugins'),
-            'ANSIBLE_CALLBACKS_ENABLED': 'np_case_snapshots',
-            'ANSIBLE_STDOUT_CALLBACK': 'default',
-        })
-        started = time.monotonic()
-        proc = subprocess.run(['ip', 'netns', 'exec', world.host, os.path.join(VENV_BIN, 'ansible-playbook'),
-                               '-i', 'localhost,', '-c', 'local', play_path],
-                              capture_output=True, text=True, env=env, cwd=REPO, check=False)
-        wall = time.monotonic() - started
+    with relsnap.sigterm_raises():
         try:
-            with open(out_path) as f:
-                data = json.load(f)
-        except (IOError, ValueError):
-            raise AssertionError('the playbook left no case record:\n%s\n%s' % (proc.stdout[-5000:], proc.stderr[-3000:]))
-        data['wall_seconds'] = round(wall, 1)
-        data['names'] = names
-        data['stdout_tail'] = proc.stdout[-3000:]
-        results_dir = os.path.join(REPO, 'bench', 'results')
-        os.makedirs(results_dir, exist_ok=True)
-        with open(os.path.join(results_dir, 'bad_input_cases.json'), 'w') as f:
-            json.dump(data, f)  # every case's results and snapshots, to look into a failure afterwards
-        print('\nbad input: %d cases in one playbook, %.1f s' % (len(data['order']), wall))
-        yield data
-    finally:
-        world.down()
-        containers.cleanup()
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
+            world.up()
+            names = world.names
+            play = build_playbook(CASES, names)
+            play_path = os.path.join(workdir, 'bad_input.yml')
+            with open(play_path, 'w') as f:
+                json.dump(play, f, indent=1)
+            out_path = os.path.join(workdir, 'cases.json')
+            watch = set([world.ovs])
+            for c in CASES:
+                watch.update(strings_of(fill(c.get('args') or c.get('vars'), names)))
+            env = ansible_env()
+            env.update({
+                'NP_CASES_OUT': out_path,
+                'NP_SNAP_BRIDGE': world.ovs,
+                'NP_SNAP_WATCH': json.dumps(sorted(watch)),
+                'NETPLUMB_STATE_DIR': world.state_dir,
+                'ANSIBLE_CALLBACK_PLUGINS': os.path.join(HERE, 'callback_plugins'),
+                'ANSIBLE_CALLBACKS_ENABLED': 'np_case_snapshots',
+                'ANSIBLE_STDOUT_CALLBACK': 'default',
+            })
+            started = time.monotonic()
+            proc = subprocess.run(['ip', 'netns', 'exec', world.host, os.path.join(VENV_BIN, 'ansible-playbook'),
+                                   '-i', 'localhost,', '-c', 'local', play_path],
+                                  capture_output=True, text=True, env=env, cwd=REPO, check=False)
+            wall = time.monotonic() - started
+            try:
+                with open(out_path) as f:
+                    data = json.load(f)
+            except (IOError, ValueError):
+                raise AssertionError('the playbook left no case record:\n%s\n%s' % (proc.stdout[-5000:], proc.stderr[-3000:]))
+            data['wall_seconds'] = round(wall, 1)
+            data['names'] = names
+            data['stdout_tail'] = proc.stdout[-3000:]
+            results_dir = os.path.join(REPO, 'bench', 'results')
+            os.makedirs(results_dir, exist_ok=True)
+            with open(os.path.join(results_dir, 'bad_input_cases.json'), 'w') as f:
+                json.dump(data, f)  # every case's results and snapshots, to look into a failure afterwards
+            print('\nbad input: %d cases in one playbook, %.1f s' % (len(data['order']), wall))
+            yield data
+        finally:
+            world.down()
+            containers.cleanup()
+            for name in os.listdir(workdir):
+                os.unlink(os.path.join(workdir, name))
+            os.rmdir(workdir)
 
 
 def test_table_size_and_setup(outcome):

@@ -202,11 +202,12 @@ class PrivateOvs:
 @pytest.fixture
 def targets():
     t = Targets(N)
-    try:
-        t.create()
-        yield t
-    finally:
-        t.cleanup()
+    with relsnap.sigterm_raises():
+        try:
+            t.create()
+            yield t
+        finally:
+            t.cleanup()
 
 
 @pytest.fixture
