@@ -357,6 +357,8 @@ def plan_absent(want, host, ovs, ns):
     p = AttachmentPlan(want)
     host_link = host.links.get(want.host_ifname) if want.host_ifname else None
     ns_link = ns.links.get(want.ifname) if ns is not None else None
+    if host_link is not None and want.params.get('host_ifname'):
+        _check_absent_host_link_is_ours(want, host_link, ns_link, ovs)
     if host_link is not None and (ns is None or ns_link is None or paired(host_link, ns_link)
                                   or want.params.get('host_ifname')):
         p.delete_host_link = want.host_ifname
@@ -371,6 +373,18 @@ def plan_absent(want, host, ovs, ns):
         p.action = REMOVED
         p.before = {'host_ifname': want.host_ifname}
     return p
+
+
+def _check_absent_host_link_is_ours(want, host_link, ns_link, ovs):
+    """An explicit host_ifname may name anything on the host: delete it only if it is this attachment's."""
+    if host_link['kind'] != 'veth':
+        raise PipeworkError('%s: %r exists on the host and is not a veth (it is a %s interface); not deleting it'
+                            % (want.opt('host_ifname'), want.host_ifname, host_link['kind'] or 'plain'))
+    ids = (ovs.interfaces.get(want.host_ifname) or {}).get('external_ids') or {}
+    if ids.get(ovsdb.EXT_OWNER) != ovsdb.OWNER and not paired(host_link, ns_link):
+        raise PipeworkError('%s: veth %r is not the peer of %s in %s %r and was not made by this collection; '
+                            'not deleting it' % (want.opt('host_ifname'), want.host_ifname, want.ifname,
+                                                 want.target_kind, want.target))
 
 
 def plan_purge(want, host, ovs, keep_container_id=None):

@@ -155,6 +155,8 @@ class Attachment:
 
 def build_attachments(params):
     """Validate the module params and return the list of Attachments, top-level values as defaults."""
+    for option in ('database_socket', 'docker_host'):
+        v.check_not_option_like(option, params.get(option))
     top_target = [k for k in TARGET_KEYS if params.get(k) is not None]
     items = params.get('attachments')
     defaults = dict((k, params.get(k)) for k in ITEM_OPTIONS if k not in TARGET_KEYS)

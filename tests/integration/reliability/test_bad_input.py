@@ -72,12 +72,6 @@ BM = 'netplumb.pipework.host_bridge_migrate'
 
 # Placeholders filled in per run: {run} a running container, {stop} a stopped one, {ovs} the OVS test
 # bridge, {netns} a netns target (a file under /run/netns).
-XF_ABSENT_DELETES = ('BUG docker_veth: state=absent with an explicit host_ifname deletes that host interface '
-                     'whatever it is (no "made by this collection / is a veth" check as state=present has in '
-                     'veth_plan._check_host_link_is_ours); remove this marker when fixed')
-XF_DV_DBSOCKET = ('BUG docker_veth: database_socket is not checked for option-like values (ovs_vlan_port and '
-                  'host_bridge_migrate refuse a leading "-"); the failure does not name the option; remove '
-                  'this marker when fixed')
 XF_ROLE_PUBLISH = ('BUG port_publish role: a bad publish spec is found only by nat_portmap, after docker_veth '
                    'already wired the container (bridge, veth, record left behind); remove this marker when fixed')
 
@@ -115,7 +109,7 @@ CASES = [
     case('dv_datapath_type_option_like', DV, _dv(bridge='ovsnpnew0', datapath_type='-netdev'),
          ['datapath_type', "'-netdev'"]),
     case('dv_database_socket_option_like', DV, _dv(bridge='{ovs}', database_socket='-v'),
-         ['database_socket', "'-v'"], xfail=XF_DV_DBSOCKET),
+         ['database_socket', "'-v'"]),
     case('dv_ifname_16_bytes', DV, _dv(ifname='eth1234567890123'), ['ifname', 'eth1234567890123']),
     case('dv_ifname_slash', DV, _dv(ifname='eth/1'), ['ifname', "'eth/1'"]),
     case('dv_ifname_space', DV, _dv(ifname='eth 1'), ['ifname', "'eth 1'"]),
@@ -255,10 +249,10 @@ CASES = [
           'port_publish_containers': [{'container': '{run}', 'address': '10.79.0.2/24', 'publish': ['70000:80']}]},
          ['publish', '70000:80'], xfail=XF_ROLE_PUBLISH),
     case('dv_absent_host_ifname_not_a_veth', DV, {'netns': '{netns}', 'host_ifname': VICTIM, 'state': 'absent'},
-         ['host_ifname', VICTIM], xfail=XF_ABSENT_DELETES),
+         ['host_ifname', VICTIM]),
     case('dv_absent_host_ifname_foreign_veth', DV,
          {'container': '{run}', 'ifname': 'eth9', 'host_ifname': FOREIGN, 'state': 'absent'},
-         ['host_ifname', FOREIGN], xfail=XF_ABSENT_DELETES),
+         ['host_ifname', FOREIGN]),
 ]
 
 
