@@ -251,9 +251,17 @@ class Bench:
     def remove_containers(self):
         import docker  # pylint: disable=import-outside-toplevel
         client = docker.from_env(timeout=300)
-        found = client.containers.list(all=True, filters={'name': CONTAINER_PREFIX})
+        # Low-level list (no inspect per container): a container removed meanwhile must not fail the cleanup.
+        found = [c['Id'] for c in client.api.containers(all=True, filters={'name': CONTAINER_PREFIX})
+                 if any(n.lstrip('/').startswith(CONTAINER_PREFIX) for n in c.get('Names') or [])]
+
+        def remove(cid):
+            try:
+                client.api.remove_container(cid, force=True)
+            except docker.errors.NotFound:
+                pass
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda c: c.remove(force=True), [c for c in found if c.name.startswith(CONTAINER_PREFIX)]))
+            list(pool.map(remove, found))
         client.close()
         return len(found)
 
@@ -690,10 +698,14 @@ class Bench:
             self.results['machine']['loadavg_end'] = open('/proc/loadavg').read().split()[:3]
             self.save()
             if not a.keep:
-                if self.lab is not None:
-                    self.lab.down()
-                removed = self.remove_containers()
-                self.log('cleanup: lab down, %d containers removed' % removed)
+                try:
+                    if self.lab is not None:
+                        self.lab.down()
+                    removed = self.remove_containers()
+                    self.log('cleanup: lab down, %d containers removed' % removed)
+                except Exception as exc:  # pylint: disable=broad-except
+                    self.log('cleanup failed (remove lab %s and containers %s* by hand): %r'
+                             % (LAB_NAME, CONTAINER_PREFIX, exc))
         self.results['bench_seconds'] = round(self.elapsed(), 1)
         self.save()
         report = [self.python, BENCH / 'report.py', self.out / 'results.json']
