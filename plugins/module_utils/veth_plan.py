@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
 from ansible_collections.netplumb.pipework.plugins.module_utils import ovsdb
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
 
 CREATED, UPDATED, RECREATED, REMOVED, NONE = 'created', 'updated', 'recreated', 'removed', 'none'
 
@@ -381,10 +382,24 @@ def _check_absent_host_link_is_ours(want, host_link, ns_link, ovs):
         raise PipeworkError('%s: %r exists on the host and is not a veth (it is a %s interface); not deleting it'
                             % (want.opt('host_ifname'), want.host_ifname, host_link['kind'] or 'plain'))
     ids = (ovs.interfaces.get(want.host_ifname) or {}).get('external_ids') or {}
-    if ids.get(ovsdb.EXT_OWNER) != ovsdb.OWNER and not paired(host_link, ns_link):
+    if ids.get(ovsdb.EXT_OWNER) != ovsdb.OWNER and not paired(host_link, ns_link) \
+            and not _is_derived_name(want):
         raise PipeworkError('%s: veth %r is not the peer of %s in %s %r and was not made by this collection; '
                             'not deleting it' % (want.opt('host_ifname'), want.host_ifname, want.ifname,
                                                  want.target_kind, want.target))
+
+
+def _is_derived_name(want):
+    """The name is the one this collection derives for the target (e.g. a removed container's full ID).
+
+    After a container is removed the kernel destroys its namespace asynchronously (seconds under load),
+    so its host veth outlives it with no peer to check and, on a Linux bridge, no OVS row to vouch for it.
+    A 44-bit hash of the target's identity is not a name anyone else picks.
+    """
+    identities = [want.identity] if want.identity else []
+    if want.target_kind == 'container' and want.target:
+        identities.append(str(want.target))
+    return any(want.host_ifname == derive_host_ifname(i, want.ifname) for i in identities)
 
 
 def plan_purge(want, host, ovs, keep_container_id=None):

@@ -232,3 +232,29 @@ def test_stale_row_after_container_restart_is_removed_in_an_earlier_transaction(
     assert p.ovs_pre_commands == [['--if-exists', 'del-port', a.host_ifname]]
     assert ['add-port', 'ovs0', a.host_ifname, 'tag=100'] in p.ovs_commands
     assert not any(c[:2] == ['--if-exists', 'del-port'] for c in p.ovs_commands)
+
+
+def _gone_container(host_ifname):
+    """What the persistence agent asks after `docker rm`: the full container ID, no namespace left."""
+    params = dict((k, None) for k in ARGUMENT_SPEC)
+    params.update(container='d' * 64, state='absent', host_ifname=host_ifname)
+    (a,) = build_attachments(params)
+    a.identity = None
+    return a
+
+
+def test_absent_of_removed_container_deletes_its_derived_veth_on_a_linux_bridge():
+    """Its namespace dies asynchronously: the host veth outlives it with no peer and no OVS row to vouch."""
+    from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
+    name = derive_host_ifname('d' * 64, 'eth1')
+    a = _gone_container(name)
+    host = NamespaceState([link(7, name, 'veth', master=5, peer=3)], [], [])
+    p = plan_absent(a, host, ovs_state(), None)
+    assert p.delete_host_link == name and p.action == 'removed'
+
+
+def test_absent_of_removed_container_refuses_a_foreign_veth_of_that_name():
+    a = _gone_container('vethforeign')
+    host = NamespaceState([link(7, 'vethforeign', 'veth', master=5, peer=3)], [], [])
+    with pytest.raises(PipeworkError, match="host_ifname: veth 'vethforeign' is not the peer"):
+        plan_absent(a, host, ovs_state(), None)
