@@ -7,6 +7,7 @@ source "$here/env.sh"
 
 apt_packages=(docker.io openvswitch-switch openvswitch-common busybox-static openssh-server openssh-client
               iptables conntrack iproute2 python3-venv procps iputils-ping util-linux
+              python3-pyroute2 python3-docker  # the modules under test run with Debian's python3, as on a target host
               git shellcheck)  # git + shellcheck: scripts/test.sh sanity stage
 missing=()
 for p in "${apt_packages[@]}"; do

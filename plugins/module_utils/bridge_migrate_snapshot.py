@@ -15,7 +15,7 @@ import shlex
 import socket
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
-from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import link_from_msg
+from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import link_from_msg, retry_dump
 from ansible_collections.netplumb.pipework.plugins.module_utils import bridge_migrate_plan as plan_mod
 
 RT_SCOPE_LINK = 253
@@ -180,7 +180,7 @@ def read_view(ipr, uplink, bridge, requested_type, ovs_state, ovs_error=None, st
     Returns (view, skipped) where ``skipped`` lists (route description, reason) for routes through the uplink
     that the module does not carry over.
     """
-    links = [link_from_msg(m) for m in ipr.get_links()]
+    links = retry_dump(lambda: [link_from_msg(m) for m in ipr.get_links()])
     by_name = dict((link['name'], link) for link in links)
     names = dict((link['index'], link['name']) for link in links)
     up = by_name.get(uplink)
@@ -232,10 +232,10 @@ def read_view(ipr, uplink, bridge, requested_type, ovs_state, ovs_error=None, st
     if other and state == 'present':
         raise PipeworkError('uplink: %s is already a port of %s; release it first' % (uplink, other))
 
-    addrs = [addr_entry(m) for m in ipr.get_addr()]
+    addrs = retry_dump(lambda: [addr_entry(m) for m in ipr.get_addr()])
     routes = []
     skipped = []
-    for msg in list(ipr.get_routes(family=socket.AF_INET)) + list(ipr.get_routes(family=socket.AF_INET6)):
+    for msg in retry_dump(lambda: list(ipr.get_routes(family=socket.AF_INET)) + list(ipr.get_routes(family=socket.AF_INET6))):
         entry, unsupported = route_entry(msg, names)
         if not _routable(entry):
             continue

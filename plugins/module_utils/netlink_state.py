@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 
+try:
+    from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
+except ImportError:  # not a pyroute2 of this era: nothing to retry on
+    class NetlinkDumpInterrupted(Exception):
+        pass
+
+DUMP_ATTEMPTS = 20
 IFF_UP = 0x1
 RT_TABLE_MAIN = 254
 RTPROT_KERNEL = 2
@@ -101,19 +109,37 @@ def _addr_key(iface):
     return (iface.version, int(iface.ip), iface.network.prefixlen)
 
 
+def retry_dump(read):
+    """Run ``read`` (a dump turned into a list) again while the kernel reports it interrupted.
+
+    The kernel sets NLM_F_DUMP_INTR when links or addresses change during a multi-part dump (a busy Docker
+    host creates veths all the time); pyroute2 raises then. A fresh dump is consistent again. (Lookups of
+    links this run made use one RTM_GETLINK per name instead, see veth_apply._link_index.)
+    """
+    for attempt in range(DUMP_ATTEMPTS):
+        try:
+            return read()
+        except NetlinkDumpInterrupted:
+            if attempt == DUMP_ATTEMPTS - 1:
+                raise
+            # Back off a little (10 ms doubling, at most 200 ms): changes tend to come in bursts.
+            time.sleep(min(0.01 * 2 ** attempt, 0.2))
+    return None  # not reached
+
+
 def read_links(ipr):
-    return [link_from_msg(m) for m in ipr.get_links()]
+    return retry_dump(lambda: [link_from_msg(m) for m in ipr.get_links()])
 
 
 def read_namespace(ipr, links=None, addrs=True, routes=True):
     """Up to four dumps: links, addresses, IPv4 and IPv6 routes; callers skip what they do not need."""
     if links is None:
         links = read_links(ipr)
-    addr_list = [addr_from_msg(m) for m in ipr.get_addr()] if addrs else []
+    addr_list = retry_dump(lambda: [addr_from_msg(m) for m in ipr.get_addr()]) if addrs else []
     route_list = []
     if routes:
-        route_list = [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET)]
-        route_list += [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET6)]
+        route_list = retry_dump(lambda: [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET)])
+        route_list += retry_dump(lambda: [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET6)])
     return NamespaceState(links, addr_list, route_list)
 
 

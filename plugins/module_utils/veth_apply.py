@@ -10,15 +10,17 @@ namespace, one ovs-vsctl read, one ovs-vsctl transaction and one ovs-vsctl read-
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
 from ansible_collections.netplumb.pipework.plugins.module_utils import attachment_store, docker_target, netns, ovsdb
+from ansible_collections.netplumb.pipework.plugins.module_utils.fd_limit import ensure_open_files
 from ansible_collections.netplumb.pipework.plugins.module_utils.host_lock import host_lock
 from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import (
-    NamespaceState, read_links, read_namespace)
+    NamespaceState, read_links, read_namespace, retry_dump)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_plan import (
     AttachmentPlan, handle_of, plan_absent, plan_bridges, plan_present, plan_purge, route_text)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import build_attachments, check_batch
@@ -29,6 +31,7 @@ try:
     HAS_PYROUTE2 = True
     PYROUTE2_IMPORT_ERROR = None
 except ImportError as exc:  # pragma: no cover - depends on the target host
+    IPRoute = None
     HAS_PYROUTE2 = False
     PYROUTE2_IMPORT_ERROR = exc
     NetlinkError = OSError
@@ -121,6 +124,7 @@ class Runner:
             raise PipeworkError('pyroute2 is missing on the target host (pip "pyroute2" or apt "python3-pyroute2"; '
                                 'the prerequisites role installs it): %s' % PYROUTE2_IMPORT_ERROR)
         attachments = build_attachments(self.params)
+        ensure_open_files(len(attachments))  # upper bound of the target namespaces held open at once
         with host_lock():
             targets = _resolve(attachments, self.params.get('docker_host'), self.params.get('timeout') or 60)
             try:
@@ -161,6 +165,9 @@ class Runner:
         self.host_ipr = self.iproute_factory()
         try:
             host = read_namespace(self.host_ipr)
+            # The host's links as read for planning: links this run adds are looked up by name, never by
+            # dumping the host again (see _link_index); step 2 of _apply_steps drops the ones it deletes.
+            self._link_cache[id(self.host_ipr)] = dict(host.links)
             ovs = self._read_ovs(attachments, host)
             for t in targets.values():
                 t.ipr = netns.iproute_in(t.namespace, self.iproute_factory)
@@ -232,21 +239,36 @@ class Runner:
                 pass  # best effort: keep undoing the rest
         return undone
 
-    def _links_of(self, ipr, refresh=False):
-        """name -> brief link of a namespace, from ONE dump that is reused until links change.
+    def _links_of(self, ipr):
+        """name -> brief link of a namespace, from ONE dump that is reused; links made later are looked up
+        by name (``_link_index``).
 
         link_lookup() would dump every link of the namespace per call (pyroute2 0.7 does), which costs
         O(N^2) on a host with N attachments.
         """
         key = id(ipr)
-        if refresh or key not in self._link_cache:
-            self._link_cache[key] = dict((ln['name'], ln) for ln in (_link_brief(m) for m in ipr.get_links()))
+        if key not in self._link_cache:
+            self._link_cache[key] = dict((ln['name'], ln) for ln in retry_dump(
+                lambda: [_link_brief(m) for m in ipr.get_links()]))
         return self._link_cache[key]
 
     def _link_index(self, ipr, name):
-        link = self._links_of(ipr).get(name)
+        """A link's index: from the cached dump, else by one RTM_GETLINK for that name.
+
+        Not a second dump: with hundreds of veths on the host a dump spans many messages, and a busy host
+        that adds or deletes any link meanwhile interrupts it (NLM_F_DUMP_INTR) again and again; a request
+        for one name is answered in one message.
+        """
+        links = self._links_of(ipr)
+        link = links.get(name)
         if link is None:
-            link = self._links_of(ipr, refresh=True).get(name)
+            try:
+                link = _link_brief(ipr.link('get', ifname=name)[0])
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+                return None
+            links[name] = link
         return link['index'] if link else None
 
     def _apply_steps(self, bridges, plans, purge_cmds, purge_links, host):

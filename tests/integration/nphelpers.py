@@ -44,14 +44,19 @@ def ansible_env():
     return env
 
 
-def run_module(module, args, check=False, diff=False, netns=None):
-    """Run one module with `ansible -m` (the real module path through Ansible); return (failed, result)."""
+def run_module(module, args, check=False, diff=False, netns=None, nofile=None):
+    """Run one module with `ansible -m` (the real module path through Ansible); return (failed, result).
+
+    ``nofile``: the soft limit of open files to run it under (the common default of 1024, say).
+    """
     argv = [os.path.join(VENV_BIN, 'ansible'), 'localhost', '-i', 'localhost,', '-c', 'local',
             '-m', module, '-a', json.dumps(args), '-o']
     if check:
         argv.append('--check')
     if diff:
         argv.append('--diff')
+    if nofile:
+        argv = ['prlimit', '--nofile=%d:' % nofile, '--'] + argv
     if netns:
         argv = ['ip', 'netns', 'exec', netns] + argv
     proc = subprocess.run(argv, capture_output=True, text=True, env=ansible_env(), cwd=REPO, check=False)
