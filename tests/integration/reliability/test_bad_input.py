@@ -72,8 +72,6 @@ BM = 'netplumb.pipework.host_bridge_migrate'
 
 # Placeholders filled in per run: {run} a running container, {stop} a stopped one, {ovs} the OVS test
 # bridge, {netns} a netns target (a file under /run/netns).
-XF_ROLE_PUBLISH = ('BUG port_publish role: a bad publish spec is found only by nat_portmap, after docker_veth '
-                   'already wired the container (bridge, veth, record left behind); remove this marker when fixed')
 
 
 def case(cid, module, args, expect, xfail=None):
@@ -244,10 +242,20 @@ CASES = [
     role('ro_prerequisites_nat_not_bool', 'prerequisites', {'prerequisites_nat': 'maybe'},
          ['prerequisites_nat', 'maybe']),
     # ---------------------------------------------------------------- last: cases that may break the host
+    # port_publish with a bad publish spec and a bridge that does not exist yet: refused before docker_veth
+    # wires anything (no bridge, veth or record), with nat_portmap's own message
     role('ro_port_publish_bad_spec_after_wiring', 'port_publish',
          {'port_publish_bridge': 'brnppub0', 'port_publish_bridge_address': '10.79.0.1/24', 'port_publish_ifname': 'eth5',
           'port_publish_containers': [{'container': '{run}', 'address': '10.79.0.2/24', 'publish': ['70000:80']}]},
-         ['publish', '70000:80'], xfail=XF_ROLE_PUBLISH),
+         ['publish', '70000:80']),
+    role('ro_port_publish_unknown_protocol', 'port_publish',
+         {'port_publish_bridge': 'brnppub0', 'port_publish_bridge_address': '10.79.0.1/24', 'port_publish_ifname': 'eth5',
+          'port_publish_containers': [{'container': '{run}', 'address': '10.79.0.2/24', 'publish': ['8080:80/icmp']}]},
+         ['publish', '8080:80/icmp', 'icmp']),
+    role('ro_port_publish_host_ip_not_an_ip', 'port_publish',
+         {'port_publish_bridge': 'brnppub0', 'port_publish_bridge_address': '10.79.0.1/24', 'port_publish_ifname': 'eth5',
+          'port_publish_containers': [{'container': '{run}', 'address': '10.79.0.2/24', 'publish': ['1.2.3:80:80']}]},
+         ['publish', '1.2.3:80:80']),
     case('dv_absent_host_ifname_not_a_veth', DV, {'netns': '{netns}', 'host_ifname': VICTIM, 'state': 'absent'},
          ['host_ifname', VICTIM]),
     case('dv_absent_host_ifname_foreign_veth', DV,
