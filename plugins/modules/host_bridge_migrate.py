@@ -306,25 +306,14 @@ probe:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
+from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
 from ansible_collections.netplumb.pipework.plugins.module_utils.bridge_migrate import ARGUMENT_SPEC, Runner
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     runner = Runner(module.params, module.check_mode, module.run_command, module.get_bin_path)
-    try:
-        result = runner.run()
-    except PipeworkError as exc:
-        for warning in runner.warnings:
-            module.warn(warning)
-        module.fail_json(msg=exc.msg, **exc.details)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_and_exit(module, runner)
 
 
 if __name__ == '__main__':

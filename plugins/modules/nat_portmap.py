@@ -287,7 +287,7 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
+from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
 from ansible_collections.netplumb.pipework.plugins.module_utils.nat_args import ARGUMENT_SPEC
 from ansible_collections.netplumb.pipework.plugins.module_utils.nat_runner import Runner
 
@@ -301,16 +301,7 @@ def main():
         return module.run_command(argv, data=data, binary_data=data is not None)
 
     runner = Runner(module.params, module.check_mode, run, module.get_bin_path)
-    try:
-        result = runner.run()
-    except PipeworkError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_and_exit(module, runner)
 
 
 if __name__ == '__main__':

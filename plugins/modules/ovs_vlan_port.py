@@ -278,7 +278,7 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
+from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
 from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port_apply import Runner
 from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port_spec import ARGUMENT_SPEC
 
@@ -289,16 +289,7 @@ def main():
         module.fail_json(msg='ovs-vsctl is not installed on the target host (package openvswitch-switch; '
                              'the prerequisites role installs it)')
     runner = Runner(module.params, module.check_mode, module.run_command)
-    try:
-        result = runner.run()
-    except PipeworkError as exc:
-        module.fail_json(msg=exc.msg, **exc.details)
-    diff = result.pop('diff')
-    if module._diff:
-        result['diff'] = diff
-    for warning in result.pop('warnings'):
-        module.warn(warning)
-    module.exit_json(**result)
+    run_and_exit(module, runner)
 
 
 if __name__ == '__main__':
