@@ -4,7 +4,8 @@
 """Read a namespace's links, addresses and routes with three netlink dumps, as plain dicts.
 
 Plain dicts keep planning pure and testable; only attribute names present in pyroute2 0.7 and 0.9 are
-used (Debian 12 ships 0.7).
+used (Debian 12 ships 0.7). Given a netlink_dump.RawReader the same dicts come from raw dumps that skip
+pyroute2's decoding (docker_veth reads that way); without one, from pyroute2's IPRoute.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 import time
+
+from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_dump import DumpInterrupted
 
 try:
     from pyroute2.netlink.exceptions import NetlinkDumpInterrupted
@@ -119,7 +122,7 @@ def retry_dump(read):
     for attempt in range(DUMP_ATTEMPTS):
         try:
             return read()
-        except NetlinkDumpInterrupted:
+        except (NetlinkDumpInterrupted, DumpInterrupted):
             if attempt == DUMP_ATTEMPTS - 1:
                 raise
             # Back off a little (10 ms doubling, at most 200 ms): changes tend to come in bursts.
@@ -127,19 +130,33 @@ def retry_dump(read):
     return None  # not reached
 
 
-def read_links(ipr):
+def read_links(ipr, raw=None):
+    """All links of ``ipr``'s namespace; with ``raw`` (a netlink_dump.RawReader) from its raw dump instead."""
+    if raw is not None:
+        return retry_dump(raw.links)
     return retry_dump(lambda: [link_from_msg(m) for m in ipr.get_links()])
 
 
-def read_namespace(ipr, links=None, addrs=True, routes=True):
-    """Up to four dumps: links, addresses, IPv4 and IPv6 routes; callers skip what they do not need."""
+def read_namespace(ipr, links=None, addrs=True, routes=True, raw=None):
+    """Up to four dumps: links, addresses, IPv4 and IPv6 routes; callers skip what they do not need.
+
+    With ``raw`` (a netlink_dump.RawReader on the same namespace) the dumps are raw and ``ipr`` is not used.
+    """
     if links is None:
-        links = read_links(ipr)
-    addr_list = retry_dump(lambda: [addr_from_msg(m) for m in ipr.get_addr()]) if addrs else []
+        links = read_links(ipr, raw=raw)
+    if raw is not None:
+        get_addrs, get_routes = raw.addrs, raw.routes
+    else:
+        def get_addrs():
+            return [addr_from_msg(m) for m in ipr.get_addr()]
+
+        def get_routes(family):
+            return [route_from_msg(m) for m in ipr.get_routes(family=family)]
+    addr_list = retry_dump(get_addrs) if addrs else []
     route_list = []
     if routes:
-        route_list = retry_dump(lambda: [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET)])
-        route_list += retry_dump(lambda: [route_from_msg(m) for m in ipr.get_routes(family=socket.AF_INET6)])
+        route_list = retry_dump(lambda: get_routes(socket.AF_INET))
+        route_list += retry_dump(lambda: get_routes(socket.AF_INET6))
     return NamespaceState(links, addr_list, route_list)
 
 
