@@ -3,11 +3,12 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Make room for the file descriptors a large batch holds at once.
 
-A batch keeps one namespace handle and one netlink socket per target namespace until it is done (so that
-it can roll back). pyroute2's IPRoute holds 3 (0.7) or 4 (0.9: its event loop's epoll and wake-up pipe)
-descriptors, so a target costs up to five. The common soft limit of 1024 stops a task at about
-500 targets while the hard limit is far higher: raise the soft limit of this process only, as far as the
-batch needs, and refuse up front (before any change) when even the hard limit is too low.
+A batch keeps one namespace handle and two netlink sockets per target namespace until it is done (so that
+it can roll back): pyroute2's IPRoute for changes, 3 (0.7) or 4 (0.9: its event loop's epoll and wake-up
+pipe) descriptors, and the raw socket of netlink_dump.py for dumps, so a target costs up to six (measured:
+5 with 0.7, 6 with 0.9). The common soft limit of 1024 stops a task at about 150 targets while the hard
+limit is far higher: raise the soft limit of this process only, as far as the batch needs, and refuse up
+front (before any change) when even the hard limit is too low.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover - not on Linux
 
 from ansible_collections.netplumb.pipework.plugins.module_utils.errors import PipeworkError
 
-PER_TARGET = 6   # namespace handle + an IPRoute (3-4 descriptors), with room to spare
+PER_TARGET = 7   # namespace handle + an IPRoute (3-4 descriptors) + a raw netlink socket, with room to spare
 SPARE = 128      # host sockets, Docker API, ovs-vsctl pipes, Python's own files
 
 

@@ -4,8 +4,9 @@
 """docker_veth end to end: resolve targets, read state, plan, apply in batches, roll back on failure.
 
 Cost per run, whatever the number of attachments: one Docker API connection (one inspect per
-container), one netlink socket per namespace (opened with setns, no fork), three netlink dumps per
-namespace, one ovs-vsctl read, one ovs-vsctl transaction and one ovs-vsctl read-back.
+container), two netlink sockets per namespace (opened with setns, no fork): pyroute2's for changes and a raw
+one (netlink_dump.py) for the dumps, up to four dumps per namespace, one ovs-vsctl read, one ovs-vsctl
+transaction and one ovs-vsctl read-back.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from ansible_collections.netplumb.pipework.plugins.module_utils.errors import Pi
 from ansible_collections.netplumb.pipework.plugins.module_utils import attachment_store, docker_target, netns, ovsdb
 from ansible_collections.netplumb.pipework.plugins.module_utils.fd_limit import ensure_open_files
 from ansible_collections.netplumb.pipework.plugins.module_utils.host_lock import host_lock
+from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_dump import RawReader
 from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import (
-    NamespaceState, read_links, read_namespace, retry_dump)
+    NamespaceState, read_links, read_namespace)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_plan import (
     AttachmentPlan, handle_of, plan_absent, plan_bridges, plan_present, plan_purge, route_text)
 from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import build_attachments, check_batch
@@ -46,6 +48,7 @@ class Target:
         self.namespace = namespace
         self.container = container
         self.ipr = None
+        self.raw = None  # netlink_dump.RawReader in the same namespace: the dumps
         self.state = None
 
 
@@ -106,7 +109,8 @@ def _resolve(attachments, docker_host, timeout):
 class Runner:
     """Carries out one run; holds the sockets and the undo journal."""
 
-    def __init__(self, params, check_mode, run_command, ovs_available=True, iproute_factory=None, record=True):
+    def __init__(self, params, check_mode, run_command, ovs_available=True, iproute_factory=None, record=True,
+                 raw_factory=None):
         self.params = params
         # Record present attachments / forget absent ones for the persistence agent (attachment_store.py).
         self.record = record
@@ -114,9 +118,13 @@ class Runner:
         self.vsctl = ovsdb.Vsctl(run_command, params.get('database_socket'), params.get('timeout') or 30)
         self.ovs_available = ovs_available
         self.iproute_factory = iproute_factory or IPRoute
+        # Reads (dumps) go through a raw rtnetlink socket: pyroute2's decoding of every attribute of every
+        # message was most of a run's time. Changes, and the one-name lookups of _link_index, use pyroute2.
+        self.raw_factory = raw_factory or RawReader
         self.undo = []
         self.warnings = []
         self._link_cache = {}
+        self._raw = {}  # id(ipr) -> the RawReader of the same namespace
 
     def run(self):
         started = time.monotonic()
@@ -131,6 +139,8 @@ class Runner:
                 return self._run_locked(attachments, targets, started)
             finally:
                 for t in targets.values():
+                    if t.raw is not None:
+                        t.raw.close()
                     if t.ipr is not None:
                         t.ipr.close()
                     t.namespace.close()
@@ -138,11 +148,11 @@ class Runner:
     def _read_target(self, target, attachments):
         """A target namespace's state; addresses and routes only when planning needs them (dumps cost)."""
         mine = [a for a in attachments if a.namespace is target]
-        links = read_links(target.ipr)
+        links = read_links(target.ipr, raw=target.raw)
         names = set(ln['name'] for ln in links)
         need_addrs = any(a.ifname in names for a in mine)
         need_routes = need_addrs or any(a.gateway is not None or a.clear_gateway or a.routes for a in mine)
-        return read_namespace(target.ipr, links=links, addrs=need_addrs, routes=need_routes)
+        return read_namespace(target.ipr, links=links, addrs=need_addrs, routes=need_routes, raw=target.raw)
 
     def _read_ovs(self, attachments, host):
         needs_ovs = any(a.state == 'present' and (a.bridge_type == 'ovs' or (
@@ -163,14 +173,19 @@ class Runner:
     def _run_locked(self, attachments, targets, started):
         check_batch([a for a in attachments if a.host_ifname])
         self.host_ipr = self.iproute_factory()
+        self.host_raw = None
         try:
-            host = read_namespace(self.host_ipr)
+            self.host_raw = self.raw_factory()
+            self._raw[id(self.host_ipr)] = self.host_raw
+            host = read_namespace(self.host_ipr, raw=self.host_raw)
             # The host's links as read for planning: links this run adds are looked up by name, never by
             # dumping the host again (see _link_index); step 2 of _apply_steps drops the ones it deletes.
             self._link_cache[id(self.host_ipr)] = dict(host.links)
             ovs = self._read_ovs(attachments, host)
             for t in targets.values():
                 t.ipr = netns.iproute_in(t.namespace, self.iproute_factory)
+                t.raw = netns.iproute_in(t.namespace, self.raw_factory)
+                self._raw[id(t.ipr)] = t.raw
                 t.state = self._read_target(t, attachments)
             bridges = plan_bridges(attachments, host, ovs)
             plans, purge_cmds, purge_links = [], [], []
@@ -199,6 +214,8 @@ class Runner:
                 self.warnings += attachment_store.record_run(self.params, attachments, results, ovs, self.vsctl,
                                                              added_ports=added)
         finally:
+            if self.host_raw is not None:
+                self.host_raw.close()
             self.host_ipr.close()
         return {
             'changed': changed,
@@ -240,16 +257,16 @@ class Runner:
         return undone
 
     def _links_of(self, ipr):
-        """name -> brief link of a namespace, from ONE dump that is reused; links made later are looked up
-        by name (``_link_index``).
+        """name -> link of a namespace (at least name, index, mac, mtu), from ONE raw dump that is reused;
+        links made later are looked up by name (``_link_index``).
 
         link_lookup() would dump every link of the namespace per call (pyroute2 0.7 does), which costs
         O(N^2) on a host with N attachments.
         """
         key = id(ipr)
         if key not in self._link_cache:
-            self._link_cache[key] = dict((ln['name'], ln) for ln in retry_dump(
-                lambda: [_link_brief(m) for m in ipr.get_links()]))
+            raw = self._raw.get(key)
+            self._link_cache[key] = dict((ln['name'], ln) for ln in read_links(ipr, raw=raw))
         return self._link_cache[key]
 
     def _link_index(self, ipr, name):

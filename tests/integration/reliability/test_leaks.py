@@ -8,7 +8,7 @@ attached in ONE docker_veth task and removed in ONE docker_veth task:
   tagged. Private, so neither the root namespace's links nor the root OVS see 1000 ports come and go (and
   other tests' link changes cannot interrupt the module's netlink dumps);
 - variant ``linux``: a Linux bridge inside a throwaway host namespace; the module runs there, under a soft
-  limit of 1024 open files (the common default; a batch holds about five descriptors per target namespace).
+  limit of 1024 open files (the common default; a batch holds about six descriptors per target namespace).
 
 After the removal: none of the 1000 host veths is left (and the host namespace's links, addresses and
 routes are as before, for the ``linux`` variant exactly), no OVS port is left on the bridge and no Interface

@@ -64,5 +64,5 @@ def test_soft_open_file_limit_raised_for_a_large_batch():
 
 def test_batch_beyond_the_hard_limit_is_refused_naming_the_option(monkeypatch):
     monkeypatch.setattr(fd_limit.resource, 'getrlimit', lambda what: (1024, 1024))
-    with pytest.raises(PipeworkError, match=r'attachments: 600 target namespaces need about 3728 open files .* 1024'):
+    with pytest.raises(PipeworkError, match=r'attachments: 600 target namespaces need about 4328 open files .* 1024'):
         fd_limit.ensure_open_files(600)
