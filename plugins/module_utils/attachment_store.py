@@ -29,6 +29,7 @@ Pure stdlib; used by veth_apply.py (write/forget after a run) and persistence_ag
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import hashlib
@@ -97,6 +98,8 @@ class Store:
         self.root = root or state_dir()
         self.host = host or host_id()
         self.dir = os.path.join(self.root, 'attachments', self.host)
+        self._defer_dir_sync = 0     # > 0 inside batch(): one directory fsync at its end
+        self._dir_dirty = False
 
     # ---- reading
     def path(self, identity, ifname):
@@ -151,13 +154,34 @@ class Store:
         return found
 
     # ---- writing
-    def save(self, record):
-        """Write a record atomically; returns False when an identical record is already there."""
+    @contextlib.contextmanager
+    def batch(self):
+        """Many writes, ONE fsync of the directory at the end (each file is still fsynced before its rename).
+
+        The renames of a batch become durable together; a crash in the middle loses at most records of the
+        run that was interrupted, which a re-run writes again.
+        """
+        self._defer_dir_sync += 1
+        try:
+            yield self
+        finally:
+            self._defer_dir_sync -= 1
+            if not self._defer_dir_sync and self._dir_dirty:
+                self._sync_dir()
+
+    def save(self, record, old=False):
+        """Write a record atomically; returns False when an identical record is already there.
+
+        ``old``: the record already read from its file (None if there is none), to save a second read.
+        """
         rec = dict((k, v) for k, v in record.items() if not k.startswith('_'))
         rec['version'] = RECORD_VERSION
         rec['host_id'] = self.host
         path = self.path(rec['identity'], rec['ifname'])
-        old = self._read(path)
+        if old is False:
+            old = self._read(path)
+        elif old is not None:
+            old = dict(old)
         if old is not None:
             old.pop('_path', None)
             if dict((k, v) for k, v in old.items() if k != 'recorded_at') == \
@@ -204,6 +228,10 @@ class Store:
         return True
 
     def _sync_dir(self):
+        if self._defer_dir_sync:
+            self._dir_dirty = True
+            return
+        self._dir_dirty = False
         try:
             fd = os.open(self.dir, os.O_RDONLY)
         except OSError:
@@ -302,6 +330,32 @@ def _matches_target(rec, want):
     return False
 
 
+class RecordIndex:
+    """Records by every key _matches_target can match on, so a run of N attachments does not scan N records
+    N times (identity, container ID and target name; _matches_target has the last word)."""
+
+    def __init__(self, records):
+        self.by_key = {}
+        for rec in records:
+            for key in set([rec.get('identity'), rec.get('container_id'), rec.get('target')]):
+                if key is not None:
+                    self.by_key.setdefault(key, []).append(rec)
+
+    def matching(self, want):
+        keys = [want.identity, want.target]
+        if want.target_kind == 'container' and want.container is not None:
+            keys += [want.container.id, want.container.name]
+        elif want.target_kind == 'pid':
+            keys.append('pid:%d' % want.target)
+        seen, out = set(), []
+        for key in keys:
+            for rec in self.by_key.get(key, []) if key is not None else []:
+                if id(rec) not in seen and _matches_target(rec, want):
+                    seen.add(id(rec))
+                    out.append(rec)
+        return out
+
+
 def record_run(params, attachments, results, ovs, vsctl, added_ports=(), store=None):
     """After a successful, non-check run: write records of present attachments, forget absent ones.
 
@@ -314,33 +368,33 @@ def record_run(params, attachments, results, ovs, vsctl, added_ports=(), store=N
     warnings = []
     try:
         store = store or Store()
-        scan = None
+        index = None
         ovs_cmds = []
-        for want, item in zip(attachments, results):
-            needs_scan = want.target_kind == 'container' or want.identity is None
-            if needs_scan and scan is None:
-                scan = store.records()
-            if want.state == 'present':
-                prior = store.load(want.identity, want.ifname)
-                bridge = (ovs.bridges.get(want.bridge) or {}) if ovs is not None else {}
-                datapath = bridge.get('datapath_type') or want.datapath_type
-                rec = build_record(params, want, item, prior, datapath)
-                store.save(rec)
-                for old in scan or []:
-                    # Earlier containers of this name: the run purged their ports, so drop their records.
-                    if want.target_kind == 'container' and old.get('identity') != want.identity \
-                            and _matches_target(old, want):
-                        store.forget_record(old)
-                if rec['bridge_type'] == 'ovs' and ovs is not None:
-                    have = ((ovs.interfaces.get(rec['host_ifname']) or {}).get('external_ids') or {}).get(EXT_CONFIG)
-                    text = config_json(rec)
-                    if have != text or rec['host_ifname'] in added_ports:
-                        ovs_cmds += ovsdb.cmd_set_interface_external_ids(rec['host_ifname'], {EXT_CONFIG: text})
-            else:
-                if want.identity is not None:
-                    store.forget(want.identity, want.ifname)
-                for old in scan or []:
-                    if _matches_target(old, want):
+        with store.batch():
+            for want, item in zip(attachments, results):
+                needs_scan = want.target_kind == 'container' or want.identity is None
+                if needs_scan and index is None:
+                    index = RecordIndex(store.records())
+                if want.state == 'present':
+                    prior = store.load(want.identity, want.ifname)
+                    bridge = (ovs.bridges.get(want.bridge) or {}) if ovs is not None else {}
+                    datapath = bridge.get('datapath_type') or want.datapath_type
+                    rec = build_record(params, want, item, prior, datapath)
+                    store.save(rec, old=prior)
+                    if want.target_kind == 'container':
+                        for old in index.matching(want):
+                            # Earlier containers of this name: the run purged their ports, so drop their records.
+                            if old.get('identity') != want.identity:
+                                store.forget_record(old)
+                    if rec['bridge_type'] == 'ovs' and ovs is not None:
+                        have = ((ovs.interfaces.get(rec['host_ifname']) or {}).get('external_ids') or {}).get(EXT_CONFIG)
+                        text = config_json(rec)
+                        if have != text or rec['host_ifname'] in added_ports:
+                            ovs_cmds += ovsdb.cmd_set_interface_external_ids(rec['host_ifname'], {EXT_CONFIG: text})
+                else:
+                    if want.identity is not None:
+                        store.forget(want.identity, want.ifname)
+                    for old in index.matching(want) if index is not None else []:
                         store.forget_record(old)
         if ovs_cmds and vsctl is not None:
             try:

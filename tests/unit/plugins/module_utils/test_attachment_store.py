@@ -216,3 +216,36 @@ def test_the_role_installs_every_module_util_the_agent_imports():
     with open(os.path.join(REPO, 'roles', 'persistence', 'vars', 'main.yml')) as f:
         listed = set(yaml.safe_load(f)['persistence_module_utils'])
     assert listed == needed
+
+
+def test_a_run_of_many_records_syncs_the_directory_once(store, monkeypatch):
+    """Each file is fsynced before its rename; the directory once for the whole run, not once per record."""
+    synced = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real_fsync(fd)
+    monkeypatch.setattr(st.os, 'fsync', counting_fsync)
+    wants = [want(cid=('%02d' % i) * 32, container='web%d' % i, bridge='ovs0') for i in range(20)]
+    st.record_run({}, wants, [item_of(a) for a in wants], None, None, store=store)
+    assert len(store.records()) == 20
+    assert synced.count(False) == 20 and synced.count(True) == 1
+    # An identical re-run writes nothing and syncs nothing.
+    del synced[:]
+    st.record_run({}, wants, [item_of(a) for a in wants], None, None, store=store)
+    assert synced == []
+
+
+def test_record_index_finds_exactly_what_a_full_scan_finds(store):
+    kinds = [want(cid=('%x' % i) * 64, container='app%d' % (i % 3), bridge='ovs0') for i in range(1, 7)]
+    kinds += [want(container='other', bridge='ovs0', ifname='eth2'), want(netns='blue', bridge='ovs0')]
+    st.record_run({}, kinds, [item_of(a) for a in kinds], None, None, store=store)
+    records = store.records()
+    index = st.RecordIndex(records)
+    probes = kinds + [want(cid=None, container='app1', state='absent'), want(cid=None, container='nope', state='absent'),
+                      want(netns='blue', state='absent'), want(container='other', ifname='eth1', bridge='ovs0')]
+    for w in probes:
+        full = sorted(r['_path'] for r in records if st._matches_target(r, w))  # pylint: disable=protected-access
+        assert sorted(r['_path'] for r in index.matching(w)) == full, w.target
+    assert any(index.matching(w) for w in probes) and not index.matching(probes[-3])
