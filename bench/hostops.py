@@ -31,7 +31,8 @@ def vsctl(*args, check=True):
 
 def delete_our_veths(ipr):
     gone = 0
-    for link in ipr.get_links():
+    # Read the whole dump before deleting anything.
+    for link in list(ipr.get_links()):
         name = link.get_attr('IFLA_IFNAME')
         info = link.get_attr('IFLA_LINKINFO')
         kind = info.get_attr('IFLA_INFO_KIND') if info is not None else None
@@ -44,12 +45,56 @@ def delete_our_veths(ipr):
     return gone
 
 
-def reset(bridge):
+def reset(bridge, container_prefix=None):
     vsctl('--if-exists', 'del-br', bridge)
     with IPRoute() as ipr:
         gone = delete_our_veths(ipr)
     vsctl('add-br', bridge, '--', 'set', 'Bridge', bridge, 'datapath_type=netdev')
-    return {'deleted_veths': gone}
+    out = {'deleted_veths': gone}
+    if container_prefix:
+        out['deleted_container_ends'] = clear_containers(container_prefix)
+    return out
+
+
+def clear_containers(prefix):
+    """Delete every interface but lo in the running containers named prefix*.
+
+    A method that fails half-way (ovs-docker renames its veth to eth1 only if eth1 is free, and goes on
+    after errors) can leave a container end whose host peer is not one of ours; the next method would then
+    find eth1 taken. Every method must start from containers with no extra interface.
+    """
+    import docker  # pylint: disable=import-outside-toplevel
+    client = docker.APIClient(base_url='unix:///var/run/docker.sock')
+    try:
+        listed = client.containers(filters={'name': prefix})
+        pids = [client.inspect_container(c['Id'])['State']['Pid'] for c in listed
+                if any(n.lstrip('/').startswith(prefix) for n in c.get('Names') or [])]
+    finally:
+        client.close()
+    gone = 0
+    for pid in pids:
+        if not pid:
+            continue
+        fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
+        home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
+        try:
+            floor.setns(fd)
+            try:
+                ipr = IPRoute()
+            finally:
+                floor.setns(home)
+        finally:
+            os.close(fd)
+            os.close(home)
+        with ipr:
+            for link in list(ipr.get_links()):
+                if link.get_attr('IFLA_IFNAME') != 'lo':
+                    try:
+                        ipr.link('del', index=link['index'])
+                        gone += 1
+                    except Exception:  # pylint: disable=broad-except
+                        pass  # its peer's deletion took it already
+    return gone
 
 
 def ovs_ports():
@@ -152,7 +197,7 @@ def netns_del(prefix):
 def main():
     cmd = sys.argv[1]
     if cmd == 'reset':
-        out = reset(sys.argv[2])
+        out = reset(sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     elif cmd == 'verify':
         out = verify(sys.argv[2])
     elif cmd == 'netns-add':

@@ -221,7 +221,7 @@ class Bench:
 
     def reset(self, host, bridge=BRIDGE):
         shutil.rmtree(self.lab.state_dir / 'bench-private' / host / 'varlib-np' / 'attachments', ignore_errors=True)
-        return self.hostops(host, 'reset', bridge)
+        return self.hostops(host, 'reset', bridge, CONTAINER_PREFIX)
 
     # -- containers
     def containers(self, count):
