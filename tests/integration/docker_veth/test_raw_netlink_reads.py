@@ -49,8 +49,8 @@ SETUP = [
 def pythons():
     found = [sys.executable]
     system = '/usr/bin/python3'
-    if os.path.exists(system) and subprocess.run([system, '-c', 'import pyroute2'], capture_output=True,
-                                                  check=False).returncode == 0:
+    probe = subprocess.run([system, '-c', 'import pyroute2'], capture_output=True, check=False) if os.path.exists(system) else None
+    if probe is not None and probe.returncode == 0:
         found.append(system)
     return found
 

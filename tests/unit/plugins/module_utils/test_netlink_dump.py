@@ -147,8 +147,7 @@ def test_each_request_has_its_own_sequence_number():
     assert reader.links() == [] and reader.addrs() == []
     assert reader.routes(socket.AF_INET) == [] and reader.routes(socket.AF_INET6) == []
     sent = [struct.unpack_from('=IHHII', m) for m in sock.sent]
-    assert [(m[1], m[3]) for m in sent] == [(nd.RTM_GETLINK, 1), (nd.RTM_GETADDR, 2), (nd.RTM_GETROUTE, 3),
-                                          (nd.RTM_GETROUTE, 4)]
+    assert [(m[1], m[3]) for m in sent] == [(nd.RTM_GETLINK, 1), (nd.RTM_GETADDR, 2), (nd.RTM_GETROUTE, 3), (nd.RTM_GETROUTE, 4)]
     assert [sock.sent[i][16] for i in (2, 3)] == [socket.AF_INET, socket.AF_INET6]  # rtm_family
 
 
