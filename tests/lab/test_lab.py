@@ -98,12 +98,12 @@ def lab(request):
     instance.down()  # no-op when test_down_leaves_nothing already ran
 
 
-def test_up_is_fast_and_idempotent(lab):
-    assert lab.test_up_seconds < 10, f'2-host lab took {lab.test_up_seconds:.1f}s'
+def test_up_is_idempotent(lab):
+    # Durations are printed, never asserted (a loaded CI machine is not a benchmark).
     pids = [h.pid for h in lab.hosts]
     t0 = time.monotonic()
     again = Lab(lab.name, hosts=2, uplink=lab.config.uplink).up()
-    assert time.monotonic() - t0 < 1.0
+    print('\nlab: 2 hosts up in %.1f s, up again in %.2f s' % (lab.test_up_seconds, time.monotonic() - t0))
     assert [h.pid for h in again.hosts] == pids  # nothing rebuilt
     assert lab.status()['phase'] == 'up'
     assert [h.address for h in lab.hosts] == ['10.10.101.105', '10.10.101.106']
