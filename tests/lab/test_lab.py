@@ -124,9 +124,11 @@ def test_hostnames_differ(lab):
 
 
 def test_fact_gathering_does_not_stall(lab):
+    # Without the bound /etc/hosts and resolv.conf, fact gathering waits on DNS for minutes: the timeout
+    # fails the test then (a hang guard, not a duration assertion).
     t0 = time.monotonic()
-    results = ansible(lab, '-m', 'setup', '-a', 'gather_subset=min')
-    assert time.monotonic() - t0 < 30
+    results = ansible(lab, '-m', 'setup', '-a', 'gather_subset=min', timeout=90)
+    print('\nlab: facts of 2 hosts in %.1f s' % (time.monotonic() - t0))
     assert results['host1']['ansible_facts']['ansible_hostname'] == 'host1'
 
 
@@ -233,9 +235,7 @@ def test_down_leaves_nothing(lab):
     pids = [r['pid'] for r in lab._read_state()['pids'].values()]
     masters = pids_mentioning(str(lab.control_dir))  # ssh ControlPersist masters ("ssh: <path> [mux]")
     assert masters, 'the Ansible tests above should have left ControlPersist masters'
-    t0 = time.monotonic()
     lab.down()
-    assert time.monotonic() - t0 < 10
     assert not netns_names() & {lab.switch_ns, lab.client_ns, *(h.netns for h in lab.hosts)}
     assert not live_pids_in(inodes)
     assert all(labmod._proc_start(p) is None for p in pids + masters)
@@ -243,9 +243,7 @@ def test_down_leaves_nothing(lab):
     # No lab interface ever lived in the root namespace, nor does one now (others' tests may add theirs).
     ours = {lab.config.uplink, 'lan', labmod.BRIDGE, *(f'h{h.index}' for h in lab.hosts)}
     assert not (root_links() - lab.test_before['links']) & ours
-    t0 = time.monotonic()
-    lab.down()  # idempotent
-    assert time.monotonic() - t0 < 2
+    lab.down()  # idempotent: nothing left to do, no error
 
 
 # ---------------------------------------------------------------------------- beyond the 2-host lab
@@ -254,9 +252,7 @@ def test_eight_hosts_named_and_addressed():
     names = [f'n{i}' for i in range(1, 9)]
     lab = Lab(f't{TAG}8', names=names, subnet='192.168.1.0/24', gateway='192.168.1.1', uplink='enp0s3')
     try:
-        t0 = time.monotonic()
         lab.up()
-        assert time.monotonic() - t0 < 30
         assert [h.address for h in lab.hosts] == [f'192.168.1.{105 + i}' for i in range(8)]
         results = ansible(lab, '-m', 'command', '-a', 'hostname')
         assert {h: r['stdout'] for h, r in results.items()} == {n: n for n in names}
