@@ -75,18 +75,7 @@ def clear_containers(prefix):
     for pid in pids:
         if not pid:
             continue
-        fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
-        home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-        try:
-            floor.setns(fd)
-            try:
-                ipr = IPRoute()
-            finally:
-                floor.setns(home)
-        finally:
-            os.close(fd)
-            os.close(home)
-        with ipr:
+        with iproute_of(pid) as ipr:
             for link in list(ipr.get_links()):
                 if link.get_attr('IFLA_IFNAME') != 'lo':
                     try:
@@ -106,20 +95,24 @@ def ovs_ports():
     return ports
 
 
-def container_link(pid, ifname):
-    """(peer ifindex in the host, addresses) of ifname inside the container, via setns (no fork)."""
+def iproute_of(pid):
+    """An IPRoute whose socket lives in process pid's network namespace (setns in this thread, no fork)."""
     fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
     home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
     try:
         floor.setns(fd)
         try:
-            ipr = IPRoute()
+            return IPRoute()
         finally:
             floor.setns(home)
     finally:
         os.close(fd)
         os.close(home)
-    with ipr:
+
+
+def container_link(pid, ifname):
+    """(peer ifindex in the host, addresses) of ifname inside the container, via setns (no fork)."""
+    with iproute_of(pid) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             return None, [], False
