@@ -430,9 +430,15 @@ class Lab:
         self.ports[name] = host_if
 
     def recreate(self, name, address):
-        """Remove and start a container under the same name with another address."""
+        """Remove and start a container under the same name with another address.
+
+        The host's neighbour entry for an address that a new container (new MAC) takes over stays valid for
+        up to half a minute and sends the next test's packets to the old MAC: flush the bridge's entries.
+        """
         C_ADDR[name] = address
-        return self.start_container(name)
+        out = self.start_container(name)
+        ns_run(self.host, ['ip', 'neigh', 'flush', 'dev', self.bridge], check=False)
+        return out
 
     # state
     def reset(self):

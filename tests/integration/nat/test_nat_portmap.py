@@ -3,6 +3,8 @@ containers and real traffic from a client namespace. Acceptance 1-5 and 7 of iss
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from natlab import (CLIENT, CLIENT2, GATEWAY, NEIGHBOUR, SUBNET, UPLINK, UPLINK2, UPLINK6, C_ADDR, C_ADDR6,
@@ -292,10 +294,21 @@ def test_recreated_container_takes_its_mappings_over(lab):
         lab.recreate('c2', '10.201.0.3')
 
 
+def _answer(where, ip, port, expect, timeout=10.0):
+    """http_get until it returns ``expect`` (bounded): the previous test recreated c2, whose new MAC the
+    host may not have learned yet. Returns the last answer."""
+    deadline = time.monotonic() + timeout
+    got = http_get(where, ip, port)
+    while got != expect and time.monotonic() < deadline:
+        time.sleep(0.5)
+        got = http_get(where, ip, port)
+    return got
+
+
 def test_destination_target_and_exclusive(lab):
     r = run_nat(lab.host, {'destination': C_ADDR['c2'] + '/24', 'publish': ['8082:80', '8083:81']})
     assert r['mappings'][0]['target'] == C_ADDR['c2']
-    assert http_get(lab.lan, UPLINK, 8083) == 'c2:81'
+    assert _answer(lab.lan, UPLINK, 8083, 'c2:81') == 'c2:81'
     r = run_nat(lab.host, {'destination': C_ADDR['c2'] + '/24', 'publish': ['8082:80'], 'exclusive': True})
     assert [m['host_port'] for m in r['mappings']] == [8082]
     assert http_get(lab.lan, UPLINK, 8083) is None and http_get(lab.lan, UPLINK, 8082) == 'c2:80'
