@@ -127,7 +127,7 @@ def main():
     out['docker_httpclient'] = timed(lambda: http_inspects(names))[0]
 
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
-    from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import read_namespace  # noqa
+    from ansible_collections.netplumb.pipework.plugins.module_utils.linux.netlink_state import read_namespace  # noqa
 
     def pyroute2_reads():
         for pid in pids:

@@ -262,9 +262,9 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
-from ansible_collections.netplumb.pipework.plugins.module_utils.veth_apply import Runner
-from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import ARGUMENT_SPEC
+from ansible_collections.netplumb.pipework.plugins.module_utils.common.module_edge import run_and_exit
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth.apply import Runner
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth.spec import ARGUMENT_SPEC
 
 
 def main():

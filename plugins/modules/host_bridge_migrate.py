@@ -306,8 +306,8 @@ probe:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
-from ansible_collections.netplumb.pipework.plugins.module_utils.bridge_migrate import ARGUMENT_SPEC, Runner
+from ansible_collections.netplumb.pipework.plugins.module_utils.common.module_edge import run_and_exit
+from ansible_collections.netplumb.pipework.plugins.module_utils.bridge_migrate.apply import ARGUMENT_SPEC, Runner
 
 
 def main():

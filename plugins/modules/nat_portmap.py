@@ -287,9 +287,9 @@ elapsed:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
-from ansible_collections.netplumb.pipework.plugins.module_utils.nat_args import ARGUMENT_SPEC
-from ansible_collections.netplumb.pipework.plugins.module_utils.nat_runner import Runner
+from ansible_collections.netplumb.pipework.plugins.module_utils.common.module_edge import run_and_exit
+from ansible_collections.netplumb.pipework.plugins.module_utils.nat.spec import ARGUMENT_SPEC
+from ansible_collections.netplumb.pipework.plugins.module_utils.nat.apply import Runner
 
 
 def main():

@@ -278,9 +278,9 @@ commands:
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.module_edge import run_and_exit
-from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port_apply import Runner
-from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port_spec import ARGUMENT_SPEC
+from ansible_collections.netplumb.pipework.plugins.module_utils.common.module_edge import run_and_exit
+from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port.apply import Runner
+from ansible_collections.netplumb.pipework.plugins.module_utils.ovs_port.spec import ARGUMENT_SPEC
 
 
 def main():

@@ -178,7 +178,7 @@ def container_ids(names):
 def scoped_state(bridge, containers_names, ifnames=('eth1',)):
     """What one test may change: its bridge's ports and tags, the host links its attachments would get,
     and the test containers' links. Scoped, so tests running beside it cannot make it fail."""
-    from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
+    from ansible_collections.netplumb.pipework.plugins.module_utils.veth.spec import derive_host_ifname
     ours = set([bridge])
     for cid in container_ids(containers_names):
         ours.update(derive_host_ifname(cid, ifname) for ifname in ifnames)

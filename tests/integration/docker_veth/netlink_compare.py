@@ -14,8 +14,9 @@ import sys
 import pyroute2
 from pyroute2 import IPRoute
 
-from ansible_collections.netplumb.pipework.plugins.module_utils import netlink_dump, netns
-from ansible_collections.netplumb.pipework.plugins.module_utils.netlink_state import read_links, read_namespace
+from ansible_collections.netplumb.pipework.plugins.module_utils.linux import netlink_dump
+from ansible_collections.netplumb.pipework.plugins.module_utils.linux import netns
+from ansible_collections.netplumb.pipework.plugins.module_utils.linux.netlink_state import read_links, read_namespace
 
 IP_TYPES = (ipaddress.IPv4Address, ipaddress.IPv6Address, ipaddress.IPv4Network, ipaddress.IPv6Network,
             ipaddress.IPv4Interface, ipaddress.IPv6Interface)

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.veth_spec import derive_host_ifname
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth.spec import derive_host_ifname
 
 from nphelpers import (REPO, can_ping, can_tcp, docker_exec, host_links, run, run_module, run_playbook,
                        run_task, scoped_state, suffix)

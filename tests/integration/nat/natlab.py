@@ -23,7 +23,7 @@ import tempfile
 import threading
 import time
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.netns import Namespace, entered
+from ansible_collections.netplumb.pipework.plugins.module_utils.linux.netns import Namespace, entered
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 VENV_BIN = os.path.join(os.environ.get('NP_VENV', os.path.join(REPO, '.build', 'venv')), 'bin')

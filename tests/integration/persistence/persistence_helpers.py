@@ -16,7 +16,7 @@ import time
 
 from nphelpers import REPO, TARGET_PYTHON, run
 
-AGENT_MODULE = 'ansible_collections.netplumb.pipework.plugins.module_utils.persistence_agent'
+AGENT_MODULE = 'ansible_collections.netplumb.pipework.plugins.module_utils.veth.agent'
 REPORT = os.path.join(REPO, 'bench', 'results', 'reliability.json')
 WAIT = 30.0  # generous bound for every recovery; the measured figure is reported, never asserted
 

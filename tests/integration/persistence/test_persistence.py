@@ -18,7 +18,7 @@ from nphelpers import IMAGE, REPO, VENV_BIN, ansible_env, can_tcp, run, run_modu
 from persistence_helpers import (WAIT, AgentProcess, PrivateDockerd, container_pid, ns_ping, ns_summary,
                                  record_figure, started_at, wait_for)
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.attachment_store import Store
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth.store import Store
 
 MODULE = 'netplumb.pipework.docker_veth'
 

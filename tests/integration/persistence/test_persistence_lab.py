@@ -21,7 +21,7 @@ import pytest
 from nphelpers import REPO, VENV_BIN, ansible_env, can_tcp, run, suffix
 from persistence_helpers import WAIT, container_pid, ns_ping, record_figure, started_at, wait_for
 
-from ansible_collections.netplumb.pipework.plugins.module_utils.attachment_store import Store
+from ansible_collections.netplumb.pipework.plugins.module_utils.veth.store import Store
 
 
 def _load_lab():
