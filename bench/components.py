@@ -6,14 +6,14 @@ whose N containers are attached (after a run of (a)), as the module would see th
 Each figure is measured as wall time and as CPU time of this process (CPU time is what a loaded machine
 distorts least). What is compared, per run of N attachments:
   imports        python -c 'import X' in a fresh interpreter, minus a bare interpreter (ms)
-  docker_sdk     N x docker.APIClient.inspect_container (what docker_target.py does)
+  docker_sdk     N x docker.APIClient.inspect_container (what module_utils/docker/containers.py does)
   docker_sdk_noenv   the same with the session's trust_env = False (no proxy lookup from the environment per call)
   docker_raw     N inspects pipelined on one keep-alive HTTP connection (bench/floor.py)
   docker_httpclient  N inspects with the stdlib http.client over the socket, one after the other
-  ns_pyroute2    per container namespace: IPRoute() via setns + links/addrs/routes dumps (netlink_state.py)
+  ns_pyroute2    per container namespace: IPRoute() via setns + links/addrs/routes dumps (module_utils/linux/netlink_state.py)
   ns_pyroute2_open   per container namespace: only IPRoute() via setns, and close
   ns_raw         the same three dumps with a raw netlink socket (no decoding beyond what planning needs)
-  ovs_read       one `ovs-vsctl --format=json` read of Bridge/Port/Interface (ovsdb.Vsctl.read_state)
+  ovs_read       one `ovs-vsctl --format=json` read of Bridge/Port/Interface (module_utils/ovs/ovsdb.py Vsctl.read_state)
 """
 
 import http.client
@@ -27,6 +27,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor  # noqa: E402
+from namespaces import made_in_pid  # noqa: E402
 
 RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
 NLM_F_DUMP = 0x300
@@ -67,22 +68,8 @@ def raw_dump(sock, kind, family=socket.AF_UNSPEC):
             off += (length + 3) & ~3
 
 
-def in_namespace(pid, factory):
-    fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
-    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-    try:
-        floor.setns(fd)
-        try:
-            return factory()
-        finally:
-            floor.setns(home)
-    finally:
-        os.close(fd)
-        os.close(home)
-
-
 class UnixHTTPConnection(http.client.HTTPConnection):
-    """Stdlib HTTP/1.1 over the Docker socket: what docker_target.py could use instead of the SDK."""
+    """Stdlib HTTP/1.1 over the Docker socket: what module_utils/docker/containers.py could use instead of the SDK."""
 
     def __init__(self, path='/var/run/docker.sock'):
         super().__init__('localhost')
@@ -131,7 +118,7 @@ def main():
 
     def pyroute2_reads():
         for pid in pids:
-            ipr = in_namespace(pid, IPRoute)
+            ipr = made_in_pid(pid, IPRoute)
             try:
                 read_namespace(ipr)
             finally:
@@ -140,13 +127,13 @@ def main():
 
     def pyroute2_open_only():
         for pid in pids:
-            in_namespace(pid, IPRoute).close()
+            made_in_pid(pid, IPRoute).close()
     out['ns_pyroute2_open'] = timed(pyroute2_open_only)[0]
 
     def raw_reads():
         total = 0
         for pid in pids:
-            s = in_namespace(pid, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0))
+            s = made_in_pid(pid, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0))
             try:
                 total += raw_dump(s, RTM_GETLINK) + raw_dump(s, RTM_GETADDR) + raw_dump(s, RTM_GETROUTE, socket.AF_INET)
             finally:

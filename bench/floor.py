@@ -19,8 +19,6 @@ Raw netlink (struct-packed messages) instead of pyroute2 removes Python's per-me
 what is left is the kernel's and OVS's own cost.
 """
 
-import ctypes
-import ctypes.util
 import ipaddress
 import json
 import os
@@ -29,6 +27,8 @@ import struct
 import subprocess
 import sys
 import time
+
+from namespaces import made_in  # bench/namespaces.py (this script's directory is sys.path[0])
 
 NETLINK_ROUTE = 0
 RTM_NEWLINK = 16
@@ -39,17 +39,8 @@ IFF_UP = 0x1
 IFLA_IFNAME, IFLA_LINKINFO, IFLA_NET_NS_FD = 3, 18, 28
 IFLA_INFO_KIND, IFLA_INFO_DATA, VETH_INFO_PEER = 1, 2, 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-CLONE_NEWNET = 0x40000000
 PEER_IFINDEX_BASE = 1000      # container end's ifindex (a fresh --net=none namespace only has lo = 1)
 HOST_IFINDEX_BASE = 2000000   # host ends: far above anything the host allocated
-
-_libc = ctypes.CDLL(ctypes.util.find_library('c') or None, use_errno=True)
-
-
-def setns(fd):
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def rta(kind, payload):
@@ -160,14 +151,7 @@ def main():
     read_acks(host, len(items), 'veth')
     marks['veth'] = time.monotonic()
 
-    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY | os.O_CLOEXEC)
-    socks = []
-    try:
-        for fd in ns_fds:
-            setns(fd)
-            socks.append(socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE))
-    finally:
-        setns(home)
+    socks = made_in(ns_fds, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE))
     for i, (s, it) in enumerate(zip(socks, items)):
         s.send(up_request(1, PEER_IFINDEX_BASE) + addr_request(2, PEER_IFINDEX_BASE, it['address']))
     for s in socks:

@@ -19,7 +19,8 @@ import tempfile
 from pyroute2 import IPRoute
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import floor  # noqa: E402  (setns, docker_pids)
+import floor  # noqa: E402  (docker_pids)
+from namespaces import made_in_pid  # noqa: E402
 
 # Host ends the benchmark makes: docker_veth's derived names, ovs-docker's <13 hex>_l, the floor's npf<i>.
 OURS = re.compile(r'^(np[0-9a-f]{11}|[0-9a-f]{13}_l|npf\d+)$')
@@ -29,20 +30,26 @@ def vsctl(*args, check=True):
     return subprocess.run(['ovs-vsctl', '--timeout=120'] + list(args), check=check, capture_output=True, text=True)
 
 
-def delete_our_veths(ipr):
+def delete_links(ipr, links):
+    """Delete these links (read the whole dump before deleting anything); returns how many went."""
     gone = 0
-    # Read the whole dump before deleting anything.
-    for link in list(ipr.get_links()):
-        name = link.get_attr('IFLA_IFNAME')
-        info = link.get_attr('IFLA_LINKINFO')
-        kind = info.get_attr('IFLA_INFO_KIND') if info is not None else None
-        if kind == 'veth' and OURS.match(name):
-            try:
-                ipr.link('del', index=link['index'])
-                gone += 1
-            except Exception:  # pylint: disable=broad-except
-                pass  # its peer's deletion took it already
+    for link in links:
+        try:
+            ipr.link('del', index=link['index'])
+            gone += 1
+        except Exception:  # pylint: disable=broad-except
+            pass  # its peer's deletion took it already
     return gone
+
+
+def is_our_veth(link):
+    info = link.get_attr('IFLA_LINKINFO')
+    kind = info.get_attr('IFLA_INFO_KIND') if info is not None else None
+    return kind == 'veth' and bool(OURS.match(link.get_attr('IFLA_IFNAME')))
+
+
+def delete_our_veths(ipr):
+    return delete_links(ipr, [link for link in ipr.get_links() if is_our_veth(link)])
 
 
 def reset(bridge, container_prefix=None):
@@ -75,14 +82,8 @@ def clear_containers(prefix):
     for pid in pids:
         if not pid:
             continue
-        with iproute_of(pid) as ipr:
-            for link in list(ipr.get_links()):
-                if link.get_attr('IFLA_IFNAME') != 'lo':
-                    try:
-                        ipr.link('del', index=link['index'])
-                        gone += 1
-                    except Exception:  # pylint: disable=broad-except
-                        pass  # its peer's deletion took it already
+        with made_in_pid(pid, IPRoute) as ipr:
+            gone += delete_links(ipr, [link for link in ipr.get_links() if link.get_attr('IFLA_IFNAME') != 'lo'])
     return gone
 
 
@@ -95,24 +96,9 @@ def ovs_ports():
     return ports
 
 
-def iproute_of(pid):
-    """An IPRoute whose socket lives in process pid's network namespace (setns in this thread, no fork)."""
-    fd = os.open('/proc/%d/ns/net' % pid, os.O_RDONLY)
-    home = os.open('/proc/thread-self/ns/net', os.O_RDONLY)
-    try:
-        floor.setns(fd)
-        try:
-            return IPRoute()
-        finally:
-            floor.setns(home)
-    finally:
-        os.close(fd)
-        os.close(home)
-
-
 def container_link(pid, ifname):
     """(peer ifindex in the host, addresses) of ifname inside the container, via setns (no fork)."""
-    with iproute_of(pid) as ipr:
+    with made_in_pid(pid, IPRoute) as ipr:
         found = ipr.link_lookup(ifname=ifname)
         if not found:
             return None, [], False
