@@ -216,11 +216,11 @@ def components_section(comp):
              'measuring process; CPU is what a loaded machine distorts least):' % n, '',
              '| piece, as the module does it | wall / CPU | CPU per item | the least it can cost | wall / CPU | CPU ratio |',
              '|---|---:|---:|---|---:|---:|']
-    for r in (row('%d Docker inspects with the Docker SDK (`docker_target.py`)' % n, 'docker_sdk', 'docker_raw',
+    for r in (row('%d Docker inspects with the Docker SDK (`docker/containers.py`)' % n, 'docker_sdk', 'docker_raw',
                   'pipelined raw HTTP on one connection (floor.py)'),
               row('the same, SDK session with `trust_env = False`', 'docker_sdk_noenv', 'docker_httpclient',
                   'stdlib `http.client` over the socket, one by one'),
-              row('%d namespaces: `IPRoute()` via setns + link/addr/route dumps (`netlink_state.py`)' % n,
+              row('%d namespaces: `IPRoute()` via setns + link/addr/route dumps (`linux/netlink_state.py`)' % n,
                   'ns_pyroute2', 'ns_raw', 'raw netlink socket, same three dumps'),
               row('of which opening `IPRoute()` in the namespace', 'ns_pyroute2_open', 'ns_raw',
                   '(the raw figure includes its dumps)')):
@@ -250,7 +250,9 @@ def profile_section(res):
                          % (p['n'], what, fmt(p.get('internal')), fmt(p.get('wall')), fmt(p.get('cpu')),
                             fmt(p.get('cpu_children'))))
     lines += components_section(prof.get('components'))
-    interesting = ('veth_apply', 'docker_target', 'netlink_state', 'netns', 'ovsdb', 'attachment_store', 'veth_plan',
+    # module_utils/<package>/ since the move into subpackages; the flat names (veth_apply...) for older results.
+    interesting = ('module_utils/veth/', 'module_utils/docker/', 'module_utils/linux/', 'module_utils/ovs/',
+                   'veth_apply', 'docker_target', 'netlink_state', 'netns', 'ovsdb', 'attachment_store', 'veth_plan',
                    'veth_spec', 'host_lock', 'inspect_container', 'pyroute2/__init__', 'docker/__init__',
                    'run_command', 'subprocess.py', 'basic.py', 'requests/sessions', 'iproute/linux', 'get_links',
                    'link_lookup', 'docker_veth.py')

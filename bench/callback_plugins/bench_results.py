@@ -14,6 +14,7 @@ requirements:
   - NP_BENCH_RESULTS set in the environment
 '''
 
+import functools
 import json
 import os
 import time
@@ -36,7 +37,7 @@ class CallbackModule(CallbackBase):
     def v2_playbook_on_task_start(self, task, is_conditional):
         self.tasks.append({'name': task.get_name(), 'start': round(time.monotonic() - self.started, 4)})
 
-    def _record(self, result, status):
+    def _record(self, result, status, ignore_errors=False):  # pylint: disable=unused-argument
         r = result._result
         entry = {'host': result._host.get_name(), 'task': result._task.get_name(), 'status': status,
                  'changed': bool(r.get('changed')), 'end': round(time.monotonic() - self.started, 4)}
@@ -50,17 +51,11 @@ class CallbackModule(CallbackBase):
             entry['msg'] = str(r.get('msg', ''))[:2000]
         self.results.append(entry)
 
-    def v2_runner_on_ok(self, result):
-        self._record(result, 'ok')
-
-    def v2_runner_on_failed(self, result, ignore_errors=False):
-        self._record(result, 'failed')
-
-    def v2_runner_on_unreachable(self, result):
-        self._record(result, 'unreachable')
-
-    def v2_runner_on_skipped(self, result):
-        self._record(result, 'skipped')
+    # One recorder for the four outcomes (Ansible passes ignore_errors= to on_failed only).
+    v2_runner_on_ok = functools.partialmethod(_record, status='ok')
+    v2_runner_on_failed = functools.partialmethod(_record, status='failed')
+    v2_runner_on_unreachable = functools.partialmethod(_record, status='unreachable')
+    v2_runner_on_skipped = functools.partialmethod(_record, status='skipped')
 
     def v2_playbook_on_stats(self, stats):
         path = os.environ.get('NP_BENCH_RESULTS')
